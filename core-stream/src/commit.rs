@@ -1,0 +1,102 @@
+//! Group commit: one thread fsyncs every partition that has unsynced appends, so all writers
+//! that arrived while the previous fsync ran share the next one.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::error;
+
+use crate::partition::Partition;
+
+#[derive(Default)]
+struct Queue {
+    urgent: Vec<Arc<Partition>>,
+    lazy: Vec<Arc<Partition>>,
+    stop: bool,
+}
+
+/// The fsync thread and its queue of partitions with unsynced data.
+pub struct Syncer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    interval: Duration,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer").finish_non_exhaustive()
+    }
+}
+
+impl Syncer {
+    /// Starts the fsync thread. `interval` paces syncs of partitions queued with [`Syncer::enqueue_lazy`].
+    pub fn start(interval: Duration) -> Arc<Self> {
+        let s = Arc::new(Self {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            interval,
+            thread: Mutex::new(None),
+        });
+        let s2 = s.clone();
+        let h = std::thread::Builder::new()
+            .name("conflux-fsync".into())
+            .spawn(move || s2.run())
+            .expect("spawn fsync thread");
+        *s.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+        s
+    }
+
+    /// Queues a partition whose writers are waiting for durability: synced as soon as possible.
+    pub fn enqueue(&self, p: Arc<Partition>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.urgent.push(p);
+        self.wake.notify_one();
+    }
+
+    /// Queues a partition for the next interval sync (nobody waits on it).
+    pub fn enqueue_lazy(&self, p: Arc<Partition>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.lazy.push(p);
+    }
+
+    fn run(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if q.urgent.is_empty() && !q.stop {
+                let (g, _) = self
+                    .wake
+                    .wait_timeout(q, self.interval)
+                    .unwrap_or_else(|e| e.into_inner());
+                q = g;
+            }
+            let mut batch = std::mem::take(&mut q.urgent);
+            batch.append(&mut q.lazy);
+            let stop = q.stop;
+            drop(q);
+            for p in batch {
+                if let Err(e) = p.sync() {
+                    // Writers stay unacknowledged: the client times out and retries.
+                    error!(stream = %p.stream, partition = p.index, error = %e, "fsync failed");
+                }
+            }
+            q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if stop && q.urgent.is_empty() && q.lazy.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Syncs everything still queued and stops the thread.
+    pub fn shutdown(&self) {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.stop = true;
+            self.wake.notify_one();
+        }
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The stream registry every front-end talks to: create, find, delete and grow streams, append
+//! and read through partitions, and keep consumer-group positions in the metadata store.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use dashmap::DashMap;
+use tracing::{info, warn};
+
+use crate::commit::Syncer;
+use crate::config::{CoreConfig, StreamConfig};
+use crate::error::{Result, StreamError};
+use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
+use crate::partition::{now_ms, Partition};
+use crate::stream::{pattern_matches, validate_name, Stream};
+
+/// The stream core: one per broker process.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    meta: Arc<dyn MetadataStore>,
+    streams: DashMap<String, Arc<Stream>>,
+    /// Serialises create/delete/grow so two creators of one name don't race.
+    admin: Mutex<()>,
+    syncer: Arc<Syncer>,
+    closed: AtomicBool,
+    retention_stop: RwLock<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl Core {
+    /// Opens the data directory: the metadata store, then every stream's partitions (with
+    /// recovery of torn tails). Starts the fsync thread and the retention thread.
+    pub fn open(config: CoreConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(config.data_dir.join("streams"))?;
+        let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("meta.redb"))?);
+        let syncer = Syncer::start(config.fsync_interval);
+        let core = Arc::new(Self {
+            config,
+            meta,
+            streams: DashMap::new(),
+            admin: Mutex::new(()),
+            syncer,
+            closed: AtomicBool::new(false),
+            retention_stop: RwLock::new(None),
+        });
+        for m in core.meta.streams()? {
+            let s = core.open_stream(&m)?;
+            core.streams.insert(m.name.clone(), s);
+        }
+        info!(streams = core.streams.len(), dir = %core.config.data_dir.display(), "stream core open");
+        core.start_retention();
+        Ok(core)
+    }
+
+    fn start_retention(self: &Arc<Self>) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        *self.retention_stop.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let weak = Arc::downgrade(self);
+        let every = self.config.retention_check_interval;
+        let _ = std::thread::Builder::new().name("conflux-retention".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                let Some(core) = weak.upgrade() else { return };
+                core.apply_retention();
+            }
+        });
+    }
+
+    /// Applies retention to every partition now.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for s in self.list_streams() {
+            for p in s.partitions() {
+                if let Err(e) = p.apply_retention(now) {
+                    warn!(stream = %s.name, partition = p.index, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// The settings the core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    fn partition_dir(&self, name: &str, index: u32) -> PathBuf {
+        self.config.data_dir.join("streams").join(format!("{name}-{index}"))
+    }
+
+    fn open_partition(&self, name: &str, index: u32, cfg: &StreamConfig) -> Result<Arc<Partition>> {
+        Partition::open(name, index, self.partition_dir(name, index), cfg.clone(), self.config.fsync, self.syncer.clone())
+    }
+
+    fn open_stream(&self, m: &StreamMeta) -> Result<Arc<Stream>> {
+        let partitions = (0..m.config.partitions)
+            .map(|i| self.open_partition(&m.name, i, &m.config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Stream {
+            name: m.name.clone(),
+            id: m.id,
+            config: RwLock::new(m.config.clone()),
+            partitions: RwLock::new(partitions),
+        }))
+    }
+
+    /// A stream by name.
+    pub fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.get(name).map(|s| s.value().clone())
+    }
+
+    /// Every stream, in name order.
+    pub fn list_streams(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<Arc<Stream>> = self.streams.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Streams whose names match a `*`/`#` pattern (see [`pattern_matches`]).
+    pub fn streams_matching(&self, pattern: &str) -> Vec<Arc<Stream>> {
+        self.list_streams().into_iter().filter(|s| pattern_matches(pattern, &s.name)).collect()
+    }
+
+    /// Default settings for new streams.
+    pub fn stream_defaults(&self) -> StreamConfig {
+        self.config.stream_defaults.clone()
+    }
+
+    /// Creates a stream. Errors with [`StreamError::StreamExists`] if the name is taken.
+    pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
+        validate_name(name)?;
+        if config.partitions == 0 || config.partitions > 10_000 {
+            return Err(StreamError::InvalidPartitions(format!("{} (must be 1..=10000)", config.partitions)));
+        }
+        self.check_open()?;
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.streams.contains_key(name) {
+            return Err(StreamError::StreamExists(name.to_string()));
+        }
+        let mut h = DefaultHasher::new();
+        (name, now_ms(), std::process::id()).hash(&mut h);
+        let a = h.finish();
+        name.len().hash(&mut h);
+        let b = h.finish();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&a.to_be_bytes());
+        id[8..].copy_from_slice(&b.to_be_bytes());
+        let meta = StreamMeta { name: name.to_string(), config, id };
+        // Leftover directories of a deleted stream of the same name must not resurrect old data.
+        for i in 0..meta.config.partitions {
+            let d = self.partition_dir(name, i);
+            if d.exists() {
+                std::fs::remove_dir_all(&d)?;
+            }
+        }
+        let s = self.open_stream(&meta)?;
+        self.meta.put_stream(&meta)?;
+        self.streams.insert(name.to_string(), s.clone());
+        info!(stream = name, partitions = meta.config.partitions, "stream created");
+        Ok(s)
+    }
+
+    /// The named stream, created with default settings if it does not exist.
+    pub fn get_or_create_stream(&self, name: &str) -> Result<Arc<Stream>> {
+        if let Some(s) = self.stream(name) {
+            return Ok(s);
+        }
+        match self.create_stream(name, self.stream_defaults()) {
+            Err(StreamError::StreamExists(_)) => self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into())),
+            other => other,
+        }
+    }
+
+    /// Deletes a stream, its data and the group positions on it.
+    pub fn delete_stream(&self, name: &str) -> Result<()> {
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, s) = self.streams.remove(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        self.meta.delete_stream(name)?;
+        for p in s.partitions() {
+            if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+                warn!(stream = name, error = %e, "could not remove partition directory");
+            }
+        }
+        info!(stream = name, "stream deleted");
+        Ok(())
+    }
+
+    /// Grows a stream to `count` partitions (never shrinks).
+    pub fn set_partition_count(&self, name: &str, count: u32) -> Result<()> {
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        let mut cfg = s.config();
+        let have = cfg.partitions;
+        if count <= have || count > 10_000 {
+            return Err(StreamError::InvalidPartitions(format!("{name} has {have} partitions; asked for {count}")));
+        }
+        let new = (have..count)
+            .map(|i| self.open_partition(name, i, &cfg))
+            .collect::<Result<Vec<_>>>()?;
+        cfg.partitions = count;
+        self.meta.put_stream(&StreamMeta { name: name.into(), config: cfg.clone(), id: s.id })?;
+        s.partitions.write().unwrap_or_else(|e| e.into_inner()).extend(new);
+        *s.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        Ok(())
+    }
+
+    /// Replaces a stream's settings (not its partition count).
+    pub fn set_stream_config(&self, name: &str, mut cfg: StreamConfig) -> Result<()> {
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        cfg.partitions = s.config().partitions;
+        self.meta.put_stream(&StreamMeta { name: name.into(), config: cfg.clone(), id: s.id })?;
+        for p in s.partitions() {
+            p.set_config(cfg.clone());
+        }
+        *s.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        Ok(())
+    }
+
+    /// Stores a consumer group's positions durably.
+    pub fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
+        self.check_open()?;
+        self.meta.commit_offsets(group, offsets)
+    }
+
+    /// A group's committed positions.
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
+        self.meta.group_offsets(group)
+    }
+
+    /// Groups that have committed positions.
+    pub fn groups_with_offsets(&self) -> Result<Vec<String>> {
+        self.meta.groups()
+    }
+
+    /// A new idempotent-producer id.
+    pub fn next_producer_id(&self) -> Result<i64> {
+        self.meta.next_producer_id()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StreamError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flushes everything to disk and stops background threads. Appends after this fail.
+    pub fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(tx) = self.retention_stop.write().unwrap_or_else(|e| e.into_inner()).take() {
+            drop(tx);
+        }
+        for s in self.list_streams() {
+            for p in s.partitions() {
+                if let Err(e) = p.sync() {
+                    warn!(stream = %s.name, partition = p.index, error = %e, "final fsync failed");
+                }
+            }
+        }
+        self.syncer.shutdown();
+        info!("stream core closed");
+    }
+}

@@ -1,0 +1,31 @@
+//! # Conflux stream core
+//!
+//! The durable base that the Kafka, MQTT and AMQP front-ends share. It knows no protocol and
+//! does no networking. Map of the crate:
+//!
+//! - [`core`]: the [`Core`] registry — create/find/delete streams, group positions, shutdown.
+//! - [`stream`]: a [`Stream`] (named set of partitions) and the naming/pattern rules.
+//! - [`partition`]: a [`Partition`] log — append with idempotent-producer checks, read up to the
+//!   high watermark, live-tail wake-ups, retention.
+//! - [`segment`]: one segment file with its sparse offset and time indexes, and recovery.
+//! - [`commit`]: group commit — one fsync thread shared by all writers.
+//! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
+//! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
+//! - [`config`]: typed settings; [`error`]: the crate's one error type.
+
+pub mod batch;
+pub mod commit;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod meta;
+pub mod partition;
+pub mod segment;
+pub mod stream;
+
+pub use crate::config::{CoreConfig, FsyncPolicy, StreamConfig};
+pub use crate::core::Core;
+pub use crate::error::{Result, StreamError};
+pub use crate::meta::{CommittedOffset, GroupOffset, MetadataStore, StreamMeta};
+pub use crate::partition::{AppendOutcome, DurableTicket, Partition, ReadResult};
+pub use crate::stream::{pattern_matches, validate_name, Stream};

@@ -1,0 +1,191 @@
+//! The metadata store: streams and their configs, consumer-group committed offsets and the
+//! producer-id counter. A narrow trait so a distributed engine can replace the embedded
+//! default, [`RedbStore`] (redb: ACID, crash-safe, every commit fsync'd).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::config::StreamConfig;
+use crate::error::{Result, StreamError};
+
+/// A stream as the metadata store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Stream name.
+    pub name: String,
+    /// Settings (partition count, retention, …).
+    pub config: StreamConfig,
+    /// Stable 16-byte id (Kafka topic id).
+    pub id: [u8; 16],
+}
+
+/// A committed consumer-group position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// Next offset the group will read.
+    pub offset: i64,
+    /// Free text the client attached.
+    pub metadata: String,
+    /// Leader epoch the client sent, or -1.
+    pub leader_epoch: i32,
+}
+
+/// One (stream, partition) position of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// Stream name.
+    pub stream: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The committed position.
+    pub committed: CommittedOffset,
+}
+
+/// What the core needs from a metadata store. Every write is durable when it returns.
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// Every stream, in name order.
+    fn streams(&self) -> Result<Vec<StreamMeta>>;
+    /// Creates or replaces a stream record.
+    fn put_stream(&self, meta: &StreamMeta) -> Result<()>;
+    /// Removes a stream record and every group offset for it.
+    fn delete_stream(&self, name: &str) -> Result<()>;
+    /// Stores a group's positions atomically.
+    fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()>;
+    /// Every position the group has committed.
+    fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>>;
+    /// Names of groups with at least one committed position.
+    fn groups(&self) -> Result<Vec<String>>;
+    /// Hands out a new, never reused producer id.
+    fn next_producer_id(&self) -> Result<i64>;
+}
+
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// Key: group \0 stream \0 partition (decimal).
+const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("group_offsets");
+const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
+
+/// The embedded metadata store in `<data dir>/meta.redb`.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+fn db_err(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Metadata(e.to_string())
+}
+
+fn offset_key(group: &str, stream: &str, partition: i32) -> String {
+    format!("{group}\0{stream}\0{partition}")
+}
+
+impl RedbStore {
+    /// Opens or creates the store file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(db_err)?;
+        let w = db.begin_write().map_err(db_err)?;
+        w.open_table(STREAMS).map_err(db_err)?;
+        w.open_table(OFFSETS).map_err(db_err)?;
+        w.open_table(COUNTERS).map_err(db_err)?;
+        w.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        f(&w)?;
+        w.commit().map_err(db_err)
+    }
+}
+
+impl MetadataStore for RedbStore {
+    fn streams(&self) -> Result<Vec<StreamMeta>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(STREAMS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    fn put_stream(&self, meta: &StreamMeta) -> Result<()> {
+        let bytes = serde_json::to_vec(meta).map_err(db_err)?;
+        self.write(|w| {
+            let mut t = w.open_table(STREAMS).map_err(db_err)?;
+            t.insert(meta.name.as_str(), bytes.as_slice()).map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn delete_stream(&self, name: &str) -> Result<()> {
+        self.write(|w| {
+            let mut t = w.open_table(STREAMS).map_err(db_err)?;
+            t.remove(name).map_err(db_err)?;
+            let mut o = w.open_table(OFFSETS).map_err(db_err)?;
+            let needle = format!("\0{name}\0");
+            o.retain(|k, _| !k.contains(&needle)).map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
+        self.write(|w| {
+            let mut t = w.open_table(OFFSETS).map_err(db_err)?;
+            for o in offsets {
+                let v = serde_json::to_vec(&o.committed).map_err(db_err)?;
+                t.insert(offset_key(group, &o.stream, o.partition).as_str(), v.as_slice())
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(OFFSETS).map_err(db_err)?;
+        let start = format!("{group}\0");
+        let end = format!("{group}\u{1}");
+        let mut out = Vec::new();
+        for item in t.range(start.as_str()..end.as_str()).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let key = k.value();
+            let mut parts = key.splitn(3, '\0').skip(1);
+            let (Some(stream), Some(p)) = (parts.next(), parts.next()) else { continue };
+            let Ok(partition) = p.parse() else { continue };
+            out.push(GroupOffset {
+                stream: stream.to_string(),
+                partition,
+                committed: serde_json::from_slice(v.value()).map_err(db_err)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn groups(&self) -> Result<Vec<String>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(OFFSETS).map_err(db_err)?;
+        let mut out: Vec<String> = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let g = k.value().split('\0').next().unwrap_or_default().to_string();
+            if out.last() != Some(&g) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_producer_id(&self) -> Result<i64> {
+        let mut id = 0;
+        self.write(|w| {
+            let mut t = w.open_table(COUNTERS).map_err(db_err)?;
+            id = t.get("producer_id").map_err(db_err)?.map_or(0, |g| g.value());
+            t.insert("producer_id", id + 1).map_err(db_err)?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,552 @@
+//! A partition's log: an ordered list of segments, the append path with idempotent-producer
+//! checks, reads up to the high watermark, retention, and the live-tail wake-up of readers.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::batch::{self, BatchHeader};
+use crate::commit::Syncer;
+use crate::config::{FsyncPolicy, StreamConfig};
+use crate::error::{Result, StreamError};
+use crate::segment::{self, Segment};
+
+/// How many recent batches per producer are remembered to recognise retried duplicates
+/// (Kafka clients keep at most five requests in flight).
+const PRODUCER_WINDOW: usize = 5;
+
+/// What an append produced. The data is in the page cache; `durable` resolves once it is on disk.
+#[derive(Debug)]
+pub struct AppendOutcome {
+    /// Offset given to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// First offset still stored in the partition.
+    pub log_start_offset: i64,
+    /// True when the batch was a retried duplicate and was not written again.
+    pub duplicate: bool,
+    /// Wait on this before acknowledging.
+    pub durable: DurableTicket,
+}
+
+/// A claim on durability: resolves when the partition's high watermark passes the append.
+#[derive(Debug)]
+pub struct DurableTicket {
+    rx: Option<watch::Receiver<i64>>,
+    target: i64,
+}
+
+impl DurableTicket {
+    /// Waits until the appended records are durable (per the fsync policy).
+    pub async fn wait(self) -> Result<()> {
+        let Some(mut rx) = self.rx else { return Ok(()) };
+        let target = self.target;
+        rx.wait_for(|hw| *hw >= target)
+            .await
+            .map(|_| ())
+            .map_err(|_| StreamError::ShuttingDown)
+    }
+}
+
+/// Result of a read: whole stored batches plus the partition's bounds at read time.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Stored batch bytes, ready to be served as they are. Empty at the tail.
+    pub data: Bytes,
+    /// Offset after the last durable record: readers never see past it.
+    pub high_watermark: i64,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProducerBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+#[derive(Debug)]
+struct ProducerEntry {
+    epoch: i16,
+    recent: VecDeque<ProducerBatch>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    segments: Vec<Segment>,
+    log_start: i64,
+    /// Set while this partition waits in the syncer's queue.
+    queued: bool,
+    /// Position (segment base, bytes) up to which the data is durable.
+    durable_seg: i64,
+    durable_pos: u64,
+    producers: HashMap<i64, ProducerEntry>,
+    write_buf: Vec<u8>,
+}
+
+impl Inner {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a partition always has a segment")
+    }
+    fn next_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    fn size(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+    /// Byte limit readers may read to in the segment starting at `base`.
+    fn read_limit(&self, seg: &Segment) -> u64 {
+        if seg.base_offset < self.durable_seg {
+            seg.size
+        } else {
+            self.durable_pos.min(seg.size)
+        }
+    }
+}
+
+/// One partition of a stream.
+#[derive(Debug)]
+pub struct Partition {
+    /// Stream this partition belongs to.
+    pub stream: String,
+    /// Index within the stream.
+    pub index: u32,
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    config: RwLock<StreamConfig>,
+    inner: Mutex<Inner>,
+    /// High watermark: offset after the last record readers may see (durable under `always`).
+    hw: watch::Sender<i64>,
+    listeners: Mutex<Vec<Weak<Notify>>>,
+    syncer: Arc<Syncer>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Partition {
+    /// Opens (or creates) the partition directory, verifying and truncating the active segment's tail.
+    pub fn open(
+        stream: &str,
+        index: u32,
+        dir: PathBuf,
+        config: StreamConfig,
+        fsync: FsyncPolicy,
+        syncer: Arc<Syncer>,
+    ) -> Result<Arc<Self>> {
+        fs::create_dir_all(&dir)?;
+        let now = now_ms();
+        let mut bases: Vec<i64> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments = Vec::new();
+        let mut producers = HashMap::new();
+        for (i, base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let path = dir.join(segment::file_name(*base));
+            let (seg, rec) = Segment::open(&path, *base, last, now)?;
+            if rec.truncated_bytes > 0 {
+                warn!(stream, partition = index, segment = %path.display(), bytes = rec.truncated_bytes,
+                    "recovery cut off a torn or corrupt tail");
+            }
+            for h in &rec.headers {
+                note_producer(&mut producers, h, h.base_offset);
+            }
+            segments.push(seg);
+        }
+        // Drop empty segments left behind by a crash between roll and first write, except the last.
+        while segments.len() > 1 && segments.last().is_some_and(|s| s.size == 0) {
+            let s = segments.pop().expect("checked");
+            let _ = fs::remove_file(&s.path);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, now)?);
+        }
+        let log_start = segments[0].base_offset;
+        let active = segments.last().expect("non-empty");
+        let (next, durable_seg, durable_pos) = (active.next_offset, active.base_offset, active.size);
+        if bases.len() > 1 || next > 0 {
+            info!(stream, partition = index, log_start, next_offset = next, "partition recovered");
+        }
+        let inner = Inner {
+            segments,
+            log_start,
+            queued: false,
+            durable_seg,
+            durable_pos,
+            producers,
+            write_buf: Vec::new(),
+        };
+        Ok(Arc::new(Self {
+            stream: stream.to_string(),
+            index,
+            dir,
+            fsync,
+            config: RwLock::new(config),
+            inner: Mutex::new(inner),
+            hw: watch::channel(next).0,
+            listeners: Mutex::new(Vec::new()),
+            syncer,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the settings (retention, segment size) after a config change.
+    pub fn set_config(&self, config: StreamConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// Offset after the last record readers may see.
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start
+    }
+
+    /// Bytes stored in this partition.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().size()
+    }
+
+    /// Appends already validated batches (see [`batch::validate_all`]); assigns offsets,
+    /// checks idempotent-producer sequences and returns a ticket that resolves once durable.
+    pub fn append(self: &Arc<Self>, data: &[u8], headers: &[BatchHeader]) -> Result<AppendOutcome> {
+        let now = now_ms();
+        let (segment_bytes, segment_ms) = {
+            let c = self.config.read().unwrap_or_else(|e| e.into_inner());
+            (c.segment_bytes, c.segment_ms)
+        };
+        let mut inner = self.lock();
+        // Idempotence: a retried batch that is already stored returns its original offsets.
+        if let [h] = headers {
+            if let Some(dup) = check_producer(&inner.producers, h)? {
+                let log_start_offset = inner.log_start;
+                drop(inner);
+                return Ok(AppendOutcome {
+                    base_offset: dup.base_offset,
+                    last_offset: dup.last_offset,
+                    log_start_offset,
+                    duplicate: true,
+                    durable: self.ticket(dup.last_offset + 1),
+                });
+            }
+        } else {
+            for h in headers {
+                if check_producer(&inner.producers, h)?.is_some() {
+                    return Err(StreamError::CorruptBatch("duplicate batch inside a multi-batch append"));
+                }
+            }
+        }
+        let active = inner.active();
+        if active.size > 0
+            && (active.size + data.len() as u64 > segment_bytes || now - active.created_ms > segment_ms)
+        {
+            self.roll(&mut inner, now)?;
+        }
+        let base = inner.next_offset();
+        let mut buf = std::mem::take(&mut inner.write_buf);
+        buf.clear();
+        buf.extend_from_slice(data);
+        let mut assigned = Vec::with_capacity(headers.len());
+        let (mut pos, mut next) = (0usize, base);
+        for h in headers {
+            batch::set_base_offset(&mut buf[pos..], next);
+            // Partition leader epoch (outside the CRC): this single node is always epoch 0.
+            buf[pos + 12..pos + 16].copy_from_slice(&0i32.to_be_bytes());
+            let mut h2 = *h;
+            h2.base_offset = next;
+            assigned.push(h2);
+            pos += h.size;
+            next = h2.last_offset() + 1;
+        }
+        let res = inner
+            .segments
+            .last_mut()
+            .expect("non-empty")
+            .append(&buf, &assigned);
+        inner.write_buf = buf;
+        res?;
+        for h in &assigned {
+            note_producer(&mut inner.producers, h, h.base_offset);
+        }
+        let log_start_offset = inner.log_start;
+        let last_offset = next - 1;
+        match self.fsync {
+            FsyncPolicy::Always => {
+                if !inner.queued {
+                    inner.queued = true;
+                    drop(inner);
+                    self.syncer.enqueue(self.clone());
+                }
+            }
+            FsyncPolicy::Interval | FsyncPolicy::Never => {
+                let active = inner.active();
+                let (seg, pos) = (active.base_offset, active.size);
+                inner.durable_seg = seg;
+                inner.durable_pos = pos;
+                if self.fsync == FsyncPolicy::Interval && !inner.queued {
+                    inner.queued = true;
+                    drop(inner);
+                    self.syncer.enqueue_lazy(self.clone());
+                } else {
+                    drop(inner);
+                }
+                self.publish_hw(next);
+            }
+        }
+        Ok(AppendOutcome {
+            base_offset: base,
+            last_offset,
+            log_start_offset,
+            duplicate: false,
+            durable: self.ticket(next),
+        })
+    }
+
+    fn ticket(&self, target: i64) -> DurableTicket {
+        DurableTicket {
+            rx: (self.fsync == FsyncPolicy::Always).then(|| self.hw.subscribe()),
+            target,
+        }
+    }
+
+    /// Closes the active segment (fsync'd, so everything before the new one is durable) and starts another.
+    fn roll(&self, inner: &mut Inner, now: i64) -> Result<()> {
+        let active = inner.active();
+        active.file.sync_data()?;
+        let base = active.next_offset;
+        let seg = Segment::create(&self.dir, base, now)?;
+        let old = inner.active();
+        if self.fsync == FsyncPolicy::Always && inner.durable_seg == old.base_offset {
+            inner.durable_pos = old.size;
+        }
+        inner.segments.push(seg);
+        Ok(())
+    }
+
+    /// Called by the syncer: fsyncs what is written and advances the high watermark.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let (file, seg, pos, next) = {
+            let mut inner = self.lock();
+            inner.queued = false;
+            let a = inner.active();
+            (a.file.clone(), a.base_offset, a.size, a.next_offset)
+        };
+        file.sync_data()?;
+        if self.fsync == FsyncPolicy::Always {
+            {
+                let mut inner = self.lock();
+                if (seg, pos) > (inner.durable_seg, inner.durable_pos) {
+                    inner.durable_seg = seg;
+                    inner.durable_pos = pos;
+                }
+            }
+            self.publish_hw(next);
+        }
+        Ok(())
+    }
+
+    fn publish_hw(&self, next: i64) {
+        self.hw.send_if_modified(|hw| {
+            if next > *hw {
+                *hw = next;
+                true
+            } else {
+                false
+            }
+        });
+        let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        ls.retain(|w| match w.upgrade() {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Registers a reader to be woken (`notify_one`) whenever the high watermark advances.
+    /// The registration lasts as long as the caller keeps the `Arc<Notify>`.
+    pub fn register_listener(&self, n: &Arc<Notify>) {
+        let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        ls.retain(|w| w.strong_count() > 0);
+        if !ls.iter().any(|w| w.as_ptr() == Arc::as_ptr(n)) {
+            ls.push(Arc::downgrade(n));
+        }
+    }
+
+    /// A watch of the high watermark, for readers that follow one partition.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// (but at least one batch). `offset == high watermark` returns no data.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let hw = self.high_watermark();
+        let (file, pos, limit, log_start) = {
+            let inner = self.lock();
+            let log_start = inner.log_start;
+            if offset < log_start || offset > hw {
+                return Err(StreamError::OffsetOutOfRange { offset, start: log_start, end: hw });
+            }
+            if offset == hw {
+                return Ok(ReadResult { data: Bytes::new(), high_watermark: hw, log_start_offset: log_start });
+            }
+            let i = inner.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+            let mut found = None;
+            for seg in &inner.segments[i..] {
+                let limit = inner.read_limit(seg);
+                if let Some((pos, _)) = seg.position_of(offset, limit)? {
+                    found = Some((seg.file.clone(), pos, limit));
+                    break;
+                }
+            }
+            match found {
+                Some((f, p, l)) => (f, p, l, log_start),
+                None => {
+                    return Ok(ReadResult { data: Bytes::new(), high_watermark: hw, log_start_offset: log_start })
+                }
+            }
+        };
+        let data = segment::read_batches(&file, pos, max_bytes, limit)?;
+        Ok(ReadResult { data, high_watermark: hw, log_start_offset: log_start })
+    }
+
+    /// Earliest offset whose batch has a timestamp >= `ts`, with that batch's timestamp.
+    /// Batch granularity: the answer is the first offset of the matching batch.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        let inner = self.lock();
+        for seg in &inner.segments {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            let limit = inner.read_limit(seg);
+            if let Some((_, h)) = seg.batch_for_timestamp(ts, limit)? {
+                let t = if h.first_timestamp >= ts { h.first_timestamp } else { h.max_timestamp };
+                return Ok(Some((h.base_offset.max(inner.log_start), t)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and timestamp of the batch holding the largest timestamp (Kafka's MAX_TIMESTAMP).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let inner = self.lock();
+        let hw = self.high_watermark();
+        inner
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < hw)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+    }
+
+    /// Deletes whole closed segments past the time or size limit. Returns how many were deleted.
+    pub fn apply_retention(&self, now: i64) -> Result<usize> {
+        let (retention_ms, retention_bytes) = {
+            let c = self.config.read().unwrap_or_else(|e| e.into_inner());
+            (c.retention_ms, c.retention_bytes)
+        };
+        let mut inner = self.lock();
+        let mut deleted = 0;
+        let mut total = inner.size();
+        while inner.segments.len() > 1 {
+            let first = &inner.segments[0];
+            if first.base_offset >= inner.durable_seg {
+                break;
+            }
+            let too_old = retention_ms >= 0 && first.max_timestamp >= 0 && first.max_timestamp < now - retention_ms;
+            let too_big = retention_bytes >= 0 && total.saturating_sub(first.size) >= retention_bytes as u64;
+            if !(too_old || too_big) {
+                break;
+            }
+            let seg = inner.segments.remove(0);
+            total -= seg.size;
+            fs::remove_file(&seg.path)?;
+            deleted += 1;
+            inner.log_start = inner.segments[0].base_offset;
+        }
+        if deleted > 0 {
+            info!(stream = %self.stream, partition = self.index, deleted, log_start = inner.log_start, "retention deleted segments");
+        }
+        Ok(deleted)
+    }
+
+    /// Directory holding this partition's segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Checks an idempotent producer's batch. `Ok(Some(..))` = duplicate of a stored batch.
+fn check_producer(producers: &HashMap<i64, ProducerEntry>, h: &BatchHeader) -> Result<Option<ProducerBatch>> {
+    if h.producer_id < 0 || h.base_sequence < 0 {
+        return Ok(None);
+    }
+    let Some(e) = producers.get(&h.producer_id) else {
+        return Ok(None);
+    };
+    if h.producer_epoch < e.epoch {
+        return Err(StreamError::ProducerFenced(h.producer_id));
+    }
+    if h.producer_epoch > e.epoch {
+        if h.base_sequence != 0 {
+            return Err(StreamError::OutOfOrderSequence { producer_id: h.producer_id, expected: 0, got: h.base_sequence });
+        }
+        return Ok(None);
+    }
+    let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
+    if let Some(d) = e.recent.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq) {
+        return Ok(Some(*d));
+    }
+    let expected = e.recent.back().map_or(0, |b| b.last_seq.wrapping_add(1) & i32::MAX);
+    if h.base_sequence != expected {
+        return Err(StreamError::OutOfOrderSequence { producer_id: h.producer_id, expected, got: h.base_sequence });
+    }
+    Ok(None)
+}
+
+fn note_producer(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, base_offset: i64) {
+    if h.producer_id < 0 || h.base_sequence < 0 {
+        return;
+    }
+    let e = producers.entry(h.producer_id).or_insert(ProducerEntry { epoch: h.producer_epoch, recent: VecDeque::new() });
+    if h.producer_epoch != e.epoch {
+        e.epoch = h.producer_epoch;
+        e.recent.clear();
+    }
+    if e.recent.len() == PRODUCER_WINDOW {
+        e.recent.pop_front();
+    }
+    e.recent.push_back(ProducerBatch {
+        first_seq: h.base_sequence,
+        last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
+        base_offset,
+        last_offset: base_offset + i64::from(h.last_offset_delta),
+    });
+}
