@@ -51,6 +51,14 @@ impl Syncer {
     /// Queues a partition whose writers are waiting for durability: synced as soon as possible.
     pub fn enqueue(&self, p: Arc<Partition>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.stop {
+            // After shutdown nobody else will sync: do it here so no writer waits forever.
+            drop(q);
+            if let Err(e) = p.sync() {
+                error!(stream = %p.stream, partition = p.index, error = %e, "fsync failed");
+            }
+            return;
+        }
         q.urgent.push(p);
         self.wake.notify_one();
     }

@@ -1,0 +1,145 @@
+//! `conflux`: one broker for Kafka, MQTT and AMQP 0-9-1 clients over one durable stream core.
+//!
+//! This binary reads the configuration, opens the core, binds the listeners, and shuts down
+//! cleanly on SIGINT/SIGTERM: stop accepting, finish in-flight requests, fsync, exit 0.
+
+mod config;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use config::{Config, ServeArgs};
+use core_stream::{Core, CoreConfig, StreamConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "conflux", version, about = "Kafka, MQTT and AMQP 0-9-1 over one durable stream core")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let Cli { cmd: Cmd::Serve(args) } = Cli::parse();
+    let cfg = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conflux: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "conflux stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn core_config(cfg: &Config) -> CoreConfig {
+    let mut c = CoreConfig::new(&cfg.data_dir);
+    c.fsync = cfg.fsync;
+    c.fsync_interval = Duration::from_millis(cfg.fsync_interval_ms);
+    c.max_batch_bytes = cfg.max_batch_bytes;
+    c.retention_check_interval = Duration::from_millis(cfg.retention_check_interval_ms.max(100));
+    c.stream_defaults = StreamConfig {
+        partitions: cfg.default_partitions,
+        retention_ms: cfg.retention_ms,
+        retention_bytes: cfg.retention_bytes,
+        segment_bytes: cfg.segment_bytes,
+        ..StreamConfig::default()
+    };
+    c
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    let core = Core::open(core_config(&cfg)).map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listener = TcpListener::bind(&cfg.kafka_listen)
+        .await
+        .map_err(|e| format!("cannot bind kafka listener {}: {e}", cfg.kafka_listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let (host, port) = advertised(&cfg.kafka_advertised, bound)?;
+    info!(protocol = %"kafka", addr = %bound, advertised = %format!("{host}:{port}"), "listener bound");
+    let kcfg = conflux_kafka::KafkaConfig {
+        advertised_host: host,
+        advertised_port: port,
+        auto_create_topics: cfg.auto_create_topics,
+        max_request_bytes: cfg.max_request_bytes,
+        group_initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
+        ..Default::default()
+    };
+    for (proto, addr) in [("mqtt", &cfg.mqtt_listen), ("amqp", &cfg.amqp_listen), ("http", &cfg.http_listen)] {
+        info!(protocol = %proto, addr = %addr, "listener not built yet; not listening");
+    }
+    let kafka = tokio::spawn(conflux_kafka::serve(listener, core.clone(), kcfg, stop_rx));
+
+    wait_for_signal().await;
+    info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = kafka.await;
+    let core2: Arc<Core> = core.clone();
+    tokio::task::spawn_blocking(move || core2.shutdown()).await.map_err(|e| e.to_string())?;
+    info!("bye");
+    Ok(())
+}
+
+/// `host:port` to advertise: the configured one, or the bound address (with 0.0.0.0 → 127.0.0.1).
+fn advertised(conf: &str, bound: std::net::SocketAddr) -> Result<(String, u16), String> {
+    if conf.is_empty() {
+        let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+        return Ok((host, bound.port()));
+    }
+    let (h, p) = conf.rsplit_once(':').ok_or_else(|| format!("kafka_advertised {conf:?} is not host:port"))?;
+    let p = p.parse().map_err(|_| format!("kafka_advertised {conf:?} has a bad port"))?;
+    Ok((h.to_string(), p))
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,78 @@
+//! Metadata: this single broker, and every requested topic with its partitions (auto-creating
+//! unknown topics when allowed).
+
+use std::sync::Arc;
+
+use core_stream::{Stream, StreamError};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{s, Ctx};
+use crate::errors::{code, error_code};
+use crate::KafkaBroker;
+
+/// Cluster id reported to clients.
+pub const CLUSTER_ID: &str = "conflux-single-node";
+
+/// Looks a topic up, creating it when `create` is set and auto-creation is enabled.
+pub fn resolve_topic(b: &KafkaBroker, name: &str, create: bool) -> Result<Arc<Stream>, StreamError> {
+    match b.core.stream(name) {
+        Some(s) => Ok(s),
+        None if create && b.config.auto_create_topics => b.core.get_or_create_stream(name),
+        None => Err(StreamError::UnknownStream(name.to_string())),
+    }
+}
+
+/// The partitions of a topic as Metadata describes them (this node leads all, epoch 0).
+pub fn topic_entry(b: &KafkaBroker, version: i16, st: &Stream) -> MetadataResponseTopic {
+    let node = BrokerId(b.config.node_id);
+    let partitions = (0..st.partition_count() as i32)
+        .map(|i| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i)
+                .with_leader_id(node)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(s(st.name.clone()))))
+        .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(st.id) } else { uuid::Uuid::nil() })
+        .with_partitions(partitions)
+}
+
+/// Answers a Metadata request.
+pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
+    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    let topics = match req.topics {
+        None => b.core.list_streams().iter().map(|st| topic_entry(b, ctx.version, st)).collect(),
+        Some(ts) if ts.is_empty() && ctx.version == 0 => {
+            // v0: an empty list means all topics.
+            b.core.list_streams().iter().map(|st| topic_entry(b, ctx.version, st)).collect()
+        }
+        Some(ts) => ts
+            .into_iter()
+            .map(|t| {
+                let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
+                match resolve_topic(b, &name, allow_create) {
+                    Ok(st) => topic_entry(b, ctx.version, &st),
+                    Err(e) => MetadataResponseTopic::default()
+                        .with_name(Some(TopicName(s(name))))
+                        .with_error_code(match e {
+                            StreamError::UnknownStream(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                            other => error_code(&other),
+                        }),
+                }
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(b.config.node_id))
+            .with_host(s(b.config.advertised_host.clone()))
+            .with_port(i32::from(b.config.advertised_port))])
+        .with_cluster_id((ctx.version >= 2).then(|| s(CLUSTER_ID)))
+        .with_controller_id(BrokerId(if ctx.version >= 1 { b.config.node_id } else { -1 }))
+        .with_topics(topics)
+}

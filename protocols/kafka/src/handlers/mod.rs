@@ -1,0 +1,116 @@
+//! Request dispatch: guard, decode, route to the handler for the API, encode the answer.
+//!
+//! Handlers that finish at once return a [`ResponseKind`]; those that wait (produce for
+//! durability, fetch for data, join/sync for the group) return a future of one.
+
+pub mod admin;
+pub mod api_versions;
+pub mod fetch;
+pub mod groups;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use tracing::warn;
+
+use crate::codec;
+use crate::connection::Pending;
+use crate::guard::{self, GuardError};
+use crate::KafkaBroker;
+
+/// What a handler knows about the request it answers.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// API version the client used (the answer uses the same).
+    pub version: i16,
+    /// Client id from the request header.
+    pub client_id: String,
+}
+
+/// Builds the future that encodes a response once `fut` resolves.
+fn respond<F>(corr: i32, version: i16, fut: F) -> Pending
+where
+    F: Future<Output = Option<ResponseKind>> + Send + 'static,
+{
+    Box::pin(async move {
+        let resp = fut.await?;
+        match codec::encode_response(corr, version, &resp) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "could not encode response");
+                None
+            }
+        }
+    })
+}
+
+fn ready(corr: i32, version: i16, resp: ResponseKind) -> Pending {
+    respond(corr, version, async move { Some(resp) })
+}
+
+/// Handles one request frame (without its size prefix). `Err` closes the connection with the reason.
+pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
+    let h = match guard::check_request(&frame) {
+        Ok(h) => h,
+        Err(GuardError::UnsupportedVersion { api_key: 18, correlation_id, .. }) => {
+            let apis = api_versions::supported();
+            let bytes = codec::api_versions_fallback(correlation_id, &apis);
+            return Ok(Box::pin(async move { Some(bytes) }));
+        }
+        Err(e) => return Err(format!("refused request: {e}")),
+    };
+    let mut buf = frame;
+    let header = RequestHeader::decode(&mut buf, h.header_version).map_err(|e| format!("bad request header: {e}"))?;
+    let api = ApiKey::try_from(h.api_key).map_err(|_| format!("unknown api key {}", h.api_key))?;
+    let req = RequestKind::decode(api, &mut buf, h.api_version)
+        .map_err(|e| format!("undecodable {api:?} v{}: {e}", h.api_version))?;
+    let corr = header.correlation_id;
+    let v = h.api_version;
+    let ctx = Ctx {
+        version: v,
+        client_id: header.client_id.map(|s| s.to_string()).unwrap_or_default(),
+    };
+    let b = b.clone();
+    Ok(match req {
+        RequestKind::ApiVersions(_) => ready(corr, v, ResponseKind::ApiVersions(api_versions::handle())),
+        RequestKind::Metadata(r) => ready(corr, v, ResponseKind::Metadata(metadata::handle(&b, &ctx, r))),
+        RequestKind::Produce(r) => respond(corr, v, produce::handle(b, ctx, r)),
+        RequestKind::Fetch(r) => respond(corr, v, async move { Some(ResponseKind::Fetch(fetch::handle(b, ctx, r).await)) }),
+        RequestKind::ListOffsets(r) => ready(corr, v, ResponseKind::ListOffsets(list_offsets::handle(&b, &ctx, r))),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ready(corr, v, ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(&b, r)))
+        }
+        RequestKind::FindCoordinator(r) => ready(corr, v, ResponseKind::FindCoordinator(groups::find_coordinator(&b, &ctx, r))),
+        RequestKind::JoinGroup(r) => {
+            respond(corr, v, async move { Some(ResponseKind::JoinGroup(groups::join(b, ctx, r).await)) })
+        }
+        RequestKind::SyncGroup(r) => {
+            respond(corr, v, async move { Some(ResponseKind::SyncGroup(groups::sync(b, ctx, r).await)) })
+        }
+        RequestKind::Heartbeat(r) => ready(corr, v, ResponseKind::Heartbeat(groups::heartbeat(&b, r))),
+        RequestKind::LeaveGroup(r) => ready(corr, v, ResponseKind::LeaveGroup(groups::leave(&b, &ctx, r))),
+        RequestKind::OffsetCommit(r) => ready(corr, v, ResponseKind::OffsetCommit(groups::offset_commit(&b, r))),
+        RequestKind::OffsetFetch(r) => ready(corr, v, ResponseKind::OffsetFetch(groups::offset_fetch(&b, &ctx, r))),
+        RequestKind::ListGroups(r) => ready(corr, v, ResponseKind::ListGroups(groups::list_groups(&b, &ctx, r))),
+        RequestKind::DescribeGroups(r) => ready(corr, v, ResponseKind::DescribeGroups(groups::describe_groups(&b, r))),
+        RequestKind::CreateTopics(r) => ready(corr, v, ResponseKind::CreateTopics(admin::create_topics(&b, &ctx, r))),
+        RequestKind::DeleteTopics(r) => ready(corr, v, ResponseKind::DeleteTopics(admin::delete_topics(&b, &ctx, r))),
+        RequestKind::CreatePartitions(r) => {
+            ready(corr, v, ResponseKind::CreatePartitions(admin::create_partitions(&b, r)))
+        }
+        RequestKind::DescribeConfigs(r) => ready(corr, v, ResponseKind::DescribeConfigs(admin::describe_configs(&b, r))),
+        RequestKind::InitProducerId(r) => ready(corr, v, ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
+        other => return Err(format!("{:?} is not served", ApiKey::try_from(h.api_key).map(|k| format!("{k:?}")).unwrap_or_else(|_| format!("{other:?}")))),
+    })
+}
+
+/// Kafka string from a Rust string.
+pub(crate) fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}

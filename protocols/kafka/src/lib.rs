@@ -1,0 +1,117 @@
+//! # Conflux Kafka front-end
+//!
+//! Speaks the Apache Kafka wire protocol over the stream core, so kafka-python,
+//! confluent-kafka/librdkafka and kcat work unchanged. Map of the crate:
+//!
+//! - [`guard`]: checks every request frame before it is decoded, so no length or count read
+//!   off the wire can make the `kafka-protocol` decoder reserve unbounded memory.
+//! - [`connection`]: one TCP connection — framing, pipelined requests, in-order responses.
+//! - [`codec`]: response framing and the protocol-level error answers.
+//! - [`handlers`]: one module per API family (produce, fetch, metadata, offsets, admin, …).
+//! - [`group`]: the classic consumer-group coordinator (join/sync/heartbeat/leave).
+//! - [`errors`]: the one mapping from core errors to Kafka error codes.
+
+pub mod codec;
+pub mod connection;
+pub mod errors;
+pub mod group;
+pub mod guard;
+pub mod handlers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use core_stream::Core;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Host clients are told to connect to (Metadata, FindCoordinator).
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: u16,
+    /// This broker's node id in Metadata answers.
+    pub node_id: i32,
+    /// Create unknown topics on Metadata/Produce, like Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Largest request frame accepted; larger frames close the connection.
+    pub max_request_bytes: usize,
+    /// Delay before the first rebalance of a new group completes, so members starting together join one generation.
+    pub group_initial_rebalance_delay: Duration,
+    /// Upper bound on a fetch's `max_wait_ms`.
+    pub max_fetch_wait: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            advertised_host: "localhost".into(),
+            advertised_port: 9092,
+            node_id: 0,
+            auto_create_topics: true,
+            max_request_bytes: 100 * 1024 * 1024,
+            group_initial_rebalance_delay: Duration::from_millis(300),
+            max_fetch_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of the Kafka front-end: the core, its settings and the group coordinator.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    /// The stream core.
+    pub core: Arc<Core>,
+    /// Listener settings.
+    pub config: KafkaConfig,
+    /// Consumer-group membership.
+    pub groups: group::GroupCoordinator,
+    /// Flips to true when the broker shuts down; long polls end early.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Accepts connections until `shutdown` turns true, then waits (bounded) for open connections
+/// to finish their in-flight requests.
+pub async fn serve(listener: TcpListener, core: Arc<Core>, config: KafkaConfig, shutdown: watch::Receiver<bool>) {
+    let groups = group::GroupCoordinator::new(core.clone(), config.group_initial_rebalance_delay);
+    let broker = Arc::new(KafkaBroker { core, config, groups, shutdown: shutdown.clone() });
+    let ticker = tokio::spawn(group::run_timers(broker.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let b = broker.clone();
+                    let span = tracing::info_span!("conn", protocol = "kafka", %peer);
+                    tasks.spawn(connection::run(sock, peer, b).instrument(span));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    info!(open = tasks.len(), "kafka listener closed; finishing in-flight requests");
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    ticker.abort();
+}
+
+/// Resolves once the shutdown flag is set (the watch guard is dropped before returning, so
+/// callers stay `Send`).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The address a listener is bound to, for logs and advertised defaults.
+pub fn bound(listener: &TcpListener) -> std::io::Result<SocketAddr> {
+    listener.local_addr()
+}
