@@ -145,12 +145,16 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, StreamError> {
         return Err(StreamError::CorruptBatch("CRC32C mismatch"));
     }
     if h.record_count <= 0 || h.last_offset_delta != h.record_count - 1 {
-        return Err(StreamError::CorruptBatch("record count disagrees with last offset delta"));
+        return Err(StreamError::CorruptBatch(
+            "record count disagrees with last offset delta",
+        ));
     }
     if h.compression()? == Compression::None
         && (h.record_count as usize).saturating_mul(MIN_RECORD_LEN) > h.size - HEADER_LEN
     {
-        return Err(StreamError::CorruptBatch("record count larger than the records section"));
+        return Err(StreamError::CorruptBatch(
+            "record count larger than the records section",
+        ));
     }
     Ok(h)
 }
@@ -214,7 +218,11 @@ fn put_opt_bytes(buf: &mut BytesMut, b: &Option<Bytes>) {
 pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let first_ts = records[0].timestamp;
-    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(first_ts);
     let mut buf = BytesMut::with_capacity(HEADER_LEN + records.len() * 32);
     buf.put_i64(0);
     buf.put_i32(0); // length, patched below
@@ -307,10 +315,7 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
         return Err(StreamError::Unsupported("decoding compressed batches"));
     }
     let body = batch.slice(HEADER_LEN..h.size);
-    let mut r = Reader {
-        buf: &body,
-        pos: 0,
-    };
+    let mut r = Reader { buf: &body, pos: 0 };
     let mut out = Vec::new();
     for _ in 0..h.record_count {
         let len = r.varint()?;

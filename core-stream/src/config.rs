@@ -28,7 +28,9 @@ impl std::str::FromStr for FsyncPolicy {
             "always" => Ok(Self::Always),
             "interval" => Ok(Self::Interval),
             "never" => Ok(Self::Never),
-            other => Err(format!("fsync must be always, interval or never, not {other:?}")),
+            other => Err(format!(
+                "fsync must be always, interval or never, not {other:?}"
+            )),
         }
     }
 }
@@ -144,7 +146,10 @@ impl StreamConfig {
         let mut v = vec![
             (CLEANUP_POLICY.to_string(), "delete".to_string()),
             (RETENTION_MS.to_string(), self.retention_ms.to_string()),
-            (RETENTION_BYTES.to_string(), self.retention_bytes.to_string()),
+            (
+                RETENTION_BYTES.to_string(),
+                self.retention_bytes.to_string(),
+            ),
             (SEGMENT_BYTES.to_string(), self.segment_bytes.to_string()),
             (SEGMENT_MS.to_string(), self.segment_ms.to_string()),
         ];

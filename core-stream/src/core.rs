@@ -35,7 +35,8 @@ impl Core {
     /// recovery of torn tails). Starts the fsync thread and the retention thread.
     pub fn open(config: CoreConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(config.data_dir.join("streams"))?;
-        let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("meta.redb"))?);
+        let meta: Arc<dyn MetadataStore> =
+            Arc::new(RedbStore::open(&config.data_dir.join("meta.redb"))?);
         let syncer = Syncer::start(config.fsync_interval);
         let core = Arc::new(Self {
             config,
@@ -57,15 +58,20 @@ impl Core {
 
     fn start_retention(self: &Arc<Self>) {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        *self.retention_stop.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self
+            .retention_stop
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let weak = Arc::downgrade(self);
         let every = self.config.retention_check_interval;
-        let _ = std::thread::Builder::new().name("conflux-retention".into()).spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                let Some(core) = weak.upgrade() else { return };
-                core.apply_retention();
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("conflux-retention".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let Some(core) = weak.upgrade() else { return };
+                    core.apply_retention();
+                }
+            });
     }
 
     /// Applies retention to every partition now.
@@ -86,11 +92,21 @@ impl Core {
     }
 
     fn partition_dir(&self, name: &str, index: u32) -> PathBuf {
-        self.config.data_dir.join("streams").join(format!("{name}-{index}"))
+        self.config
+            .data_dir
+            .join("streams")
+            .join(format!("{name}-{index}"))
     }
 
     fn open_partition(&self, name: &str, index: u32, cfg: &StreamConfig) -> Result<Arc<Partition>> {
-        Partition::open(name, index, self.partition_dir(name, index), cfg.clone(), self.config.fsync, self.syncer.clone())
+        Partition::open(
+            name,
+            index,
+            self.partition_dir(name, index),
+            cfg.clone(),
+            self.config.fsync,
+            self.syncer.clone(),
+        )
     }
 
     fn open_stream(&self, m: &StreamMeta) -> Result<Arc<Stream>> {
@@ -119,7 +135,10 @@ impl Core {
 
     /// Streams whose names match a `*`/`#` pattern (see [`pattern_matches`]).
     pub fn streams_matching(&self, pattern: &str) -> Vec<Arc<Stream>> {
-        self.list_streams().into_iter().filter(|s| pattern_matches(pattern, &s.name)).collect()
+        self.list_streams()
+            .into_iter()
+            .filter(|s| pattern_matches(pattern, &s.name))
+            .collect()
     }
 
     /// Default settings for new streams.
@@ -131,7 +150,10 @@ impl Core {
     pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
         validate_name(name)?;
         if config.partitions == 0 || config.partitions > 10_000 {
-            return Err(StreamError::InvalidPartitions(format!("{} (must be 1..=10000)", config.partitions)));
+            return Err(StreamError::InvalidPartitions(format!(
+                "{} (must be 1..=10000)",
+                config.partitions
+            )));
         }
         self.check_open()?;
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +168,11 @@ impl Core {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&a.to_be_bytes());
         id[8..].copy_from_slice(&b.to_be_bytes());
-        let meta = StreamMeta { name: name.to_string(), config, id };
+        let meta = StreamMeta {
+            name: name.to_string(),
+            config,
+            id,
+        };
         // Leftover directories of a deleted stream of the same name must not resurrect old data.
         for i in 0..meta.config.partitions {
             let d = self.partition_dir(name, i);
@@ -157,7 +183,11 @@ impl Core {
         let s = self.open_stream(&meta)?;
         self.meta.put_stream(&meta)?;
         self.streams.insert(name.to_string(), s.clone());
-        info!(stream = name, partitions = meta.config.partitions, "stream created");
+        info!(
+            stream = name,
+            partitions = meta.config.partitions,
+            "stream created"
+        );
         Ok(s)
     }
 
@@ -167,7 +197,9 @@ impl Core {
             return Ok(s);
         }
         match self.create_stream(name, self.stream_defaults()) {
-            Err(StreamError::StreamExists(_)) => self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into())),
+            Err(StreamError::StreamExists(_)) => self
+                .stream(name)
+                .ok_or_else(|| StreamError::UnknownStream(name.into())),
             other => other,
         }
     }
@@ -175,7 +207,10 @@ impl Core {
     /// Deletes a stream, its data and the group positions on it.
     pub fn delete_stream(&self, name: &str) -> Result<()> {
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, s) = self.streams.remove(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        let (_, s) = self
+            .streams
+            .remove(name)
+            .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
         self.meta.delete_stream(name)?;
         for p in s.partitions() {
             if let Err(e) = std::fs::remove_dir_all(p.dir()) {
@@ -189,18 +224,29 @@ impl Core {
     /// Grows a stream to `count` partitions (never shrinks).
     pub fn set_partition_count(&self, name: &str, count: u32) -> Result<()> {
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let s = self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        let s = self
+            .stream(name)
+            .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
         let mut cfg = s.config();
         let have = cfg.partitions;
         if count <= have || count > 10_000 {
-            return Err(StreamError::InvalidPartitions(format!("{name} has {have} partitions; asked for {count}")));
+            return Err(StreamError::InvalidPartitions(format!(
+                "{name} has {have} partitions; asked for {count}"
+            )));
         }
         let new = (have..count)
             .map(|i| self.open_partition(name, i, &cfg))
             .collect::<Result<Vec<_>>>()?;
         cfg.partitions = count;
-        self.meta.put_stream(&StreamMeta { name: name.into(), config: cfg.clone(), id: s.id })?;
-        s.partitions.write().unwrap_or_else(|e| e.into_inner()).extend(new);
+        self.meta.put_stream(&StreamMeta {
+            name: name.into(),
+            config: cfg.clone(),
+            id: s.id,
+        })?;
+        s.partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(new);
         *s.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
         Ok(())
     }
@@ -208,9 +254,15 @@ impl Core {
     /// Replaces a stream's settings (not its partition count).
     pub fn set_stream_config(&self, name: &str, mut cfg: StreamConfig) -> Result<()> {
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let s = self.stream(name).ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        let s = self
+            .stream(name)
+            .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
         cfg.partitions = s.config().partitions;
-        self.meta.put_stream(&StreamMeta { name: name.into(), config: cfg.clone(), id: s.id })?;
+        self.meta.put_stream(&StreamMeta {
+            name: name.into(),
+            config: cfg.clone(),
+            id: s.id,
+        })?;
         for p in s.partitions() {
             p.set_config(cfg.clone());
         }
@@ -252,7 +304,12 @@ impl Core {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(tx) = self.retention_stop.write().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(tx) = self
+            .retention_stop
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             drop(tx);
         }
         for s in self.list_streams() {

@@ -115,7 +115,8 @@ impl MetadataStore for RedbStore {
         let bytes = serde_json::to_vec(meta).map_err(db_err)?;
         self.write(|w| {
             let mut t = w.open_table(STREAMS).map_err(db_err)?;
-            t.insert(meta.name.as_str(), bytes.as_slice()).map_err(db_err)?;
+            t.insert(meta.name.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
             Ok(())
         })
     }
@@ -136,8 +137,11 @@ impl MetadataStore for RedbStore {
             let mut t = w.open_table(OFFSETS).map_err(db_err)?;
             for o in offsets {
                 let v = serde_json::to_vec(&o.committed).map_err(db_err)?;
-                t.insert(offset_key(group, &o.stream, o.partition).as_str(), v.as_slice())
-                    .map_err(db_err)?;
+                t.insert(
+                    offset_key(group, &o.stream, o.partition).as_str(),
+                    v.as_slice(),
+                )
+                .map_err(db_err)?;
             }
             Ok(())
         })
@@ -153,7 +157,9 @@ impl MetadataStore for RedbStore {
             let (k, v) = item.map_err(db_err)?;
             let key = k.value();
             let mut parts = key.splitn(3, '\0').skip(1);
-            let (Some(stream), Some(p)) = (parts.next(), parts.next()) else { continue };
+            let (Some(stream), Some(p)) = (parts.next(), parts.next()) else {
+                continue;
+            };
             let Ok(partition) = p.parse() else { continue };
             out.push(GroupOffset {
                 stream: stream.to_string(),
@@ -182,7 +188,10 @@ impl MetadataStore for RedbStore {
         let mut id = 0;
         self.write(|w| {
             let mut t = w.open_table(COUNTERS).map_err(db_err)?;
-            id = t.get("producer_id").map_err(db_err)?.map_or(0, |g| g.value());
+            id = t
+                .get("producer_id")
+                .map_err(db_err)?
+                .map_or(0, |g| g.value());
             t.insert("producer_id", id + 1).map_err(db_err)?;
             Ok(())
         })?;

@@ -94,7 +94,9 @@ struct Inner {
 
 impl Inner {
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a partition always has a segment")
+        self.segments
+            .last()
+            .expect("a partition always has a segment")
     }
     fn next_offset(&self) -> i64 {
         self.active().next_offset
@@ -182,9 +184,16 @@ impl Partition {
         }
         let log_start = segments[0].base_offset;
         let active = segments.last().expect("non-empty");
-        let (next, durable_seg, durable_pos) = (active.next_offset, active.base_offset, active.size);
+        let (next, durable_seg, durable_pos) =
+            (active.next_offset, active.base_offset, active.size);
         if bases.len() > 1 || next > 0 {
-            info!(stream, partition = index, log_start, next_offset = next, "partition recovered");
+            info!(
+                stream,
+                partition = index,
+                log_start,
+                next_offset = next,
+                "partition recovered"
+            );
         }
         let inner = Inner {
             segments,
@@ -257,13 +266,16 @@ impl Partition {
         } else {
             for h in headers {
                 if check_producer(&inner.producers, h)?.is_some() {
-                    return Err(StreamError::CorruptBatch("duplicate batch inside a multi-batch append"));
+                    return Err(StreamError::CorruptBatch(
+                        "duplicate batch inside a multi-batch append",
+                    ));
                 }
             }
         }
         let active = inner.active();
         if active.size > 0
-            && (active.size + data.len() as u64 > segment_bytes || now - active.created_ms > segment_ms)
+            && (active.size + data.len() as u64 > segment_bytes
+                || now - active.created_ms > segment_ms)
         {
             self.roll(&mut inner, now)?;
         }
@@ -412,12 +424,23 @@ impl Partition {
             let inner = self.lock();
             let log_start = inner.log_start;
             if offset < log_start || offset > hw {
-                return Err(StreamError::OffsetOutOfRange { offset, start: log_start, end: hw });
+                return Err(StreamError::OffsetOutOfRange {
+                    offset,
+                    start: log_start,
+                    end: hw,
+                });
             }
             if offset == hw {
-                return Ok(ReadResult { data: Bytes::new(), high_watermark: hw, log_start_offset: log_start });
+                return Ok(ReadResult {
+                    data: Bytes::new(),
+                    high_watermark: hw,
+                    log_start_offset: log_start,
+                });
             }
-            let i = inner.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+            let i = inner
+                .segments
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
             let mut found = None;
             for seg in &inner.segments[i..] {
                 let limit = inner.read_limit(seg);
@@ -429,12 +452,20 @@ impl Partition {
             match found {
                 Some((f, p, l)) => (f, p, l, log_start),
                 None => {
-                    return Ok(ReadResult { data: Bytes::new(), high_watermark: hw, log_start_offset: log_start })
+                    return Ok(ReadResult {
+                        data: Bytes::new(),
+                        high_watermark: hw,
+                        log_start_offset: log_start,
+                    })
                 }
             }
         };
         let data = segment::read_batches(&file, pos, max_bytes, limit)?;
-        Ok(ReadResult { data, high_watermark: hw, log_start_offset: log_start })
+        Ok(ReadResult {
+            data,
+            high_watermark: hw,
+            log_start_offset: log_start,
+        })
     }
 
     /// Earliest offset whose batch has a timestamp >= `ts`, with that batch's timestamp.
@@ -447,7 +478,11 @@ impl Partition {
             }
             let limit = inner.read_limit(seg);
             if let Some((_, h)) = seg.batch_for_timestamp(ts, limit)? {
-                let t = if h.first_timestamp >= ts { h.first_timestamp } else { h.max_timestamp };
+                let t = if h.first_timestamp >= ts {
+                    h.first_timestamp
+                } else {
+                    h.max_timestamp
+                };
                 return Ok(Some((h.base_offset.max(inner.log_start), t)));
             }
         }
@@ -480,8 +515,11 @@ impl Partition {
             if first.base_offset >= inner.durable_seg {
                 break;
             }
-            let too_old = retention_ms >= 0 && first.max_timestamp >= 0 && first.max_timestamp < now - retention_ms;
-            let too_big = retention_bytes >= 0 && total.saturating_sub(first.size) >= retention_bytes as u64;
+            let too_old = retention_ms >= 0
+                && first.max_timestamp >= 0
+                && first.max_timestamp < now - retention_ms;
+            let too_big =
+                retention_bytes >= 0 && total.saturating_sub(first.size) >= retention_bytes as u64;
             if !(too_old || too_big) {
                 break;
             }
@@ -504,7 +542,10 @@ impl Partition {
 }
 
 /// Checks an idempotent producer's batch. `Ok(Some(..))` = duplicate of a stored batch.
-fn check_producer(producers: &HashMap<i64, ProducerEntry>, h: &BatchHeader) -> Result<Option<ProducerBatch>> {
+fn check_producer(
+    producers: &HashMap<i64, ProducerEntry>,
+    h: &BatchHeader,
+) -> Result<Option<ProducerBatch>> {
     if h.producer_id < 0 || h.base_sequence < 0 {
         return Ok(None);
     }
@@ -516,17 +557,32 @@ fn check_producer(producers: &HashMap<i64, ProducerEntry>, h: &BatchHeader) -> R
     }
     if h.producer_epoch > e.epoch {
         if h.base_sequence != 0 {
-            return Err(StreamError::OutOfOrderSequence { producer_id: h.producer_id, expected: 0, got: h.base_sequence });
+            return Err(StreamError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                expected: 0,
+                got: h.base_sequence,
+            });
         }
         return Ok(None);
     }
     let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
-    if let Some(d) = e.recent.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq) {
+    if let Some(d) = e
+        .recent
+        .iter()
+        .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+    {
         return Ok(Some(*d));
     }
-    let expected = e.recent.back().map_or(0, |b| b.last_seq.wrapping_add(1) & i32::MAX);
+    let expected = e
+        .recent
+        .back()
+        .map_or(0, |b| b.last_seq.wrapping_add(1) & i32::MAX);
     if h.base_sequence != expected {
-        return Err(StreamError::OutOfOrderSequence { producer_id: h.producer_id, expected, got: h.base_sequence });
+        return Err(StreamError::OutOfOrderSequence {
+            producer_id: h.producer_id,
+            expected,
+            got: h.base_sequence,
+        });
     }
     Ok(None)
 }
@@ -535,7 +591,10 @@ fn note_producer(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, b
     if h.producer_id < 0 || h.base_sequence < 0 {
         return;
     }
-    let e = producers.entry(h.producer_id).or_insert(ProducerEntry { epoch: h.producer_epoch, recent: VecDeque::new() });
+    let e = producers.entry(h.producer_id).or_insert(ProducerEntry {
+        epoch: h.producer_epoch,
+        recent: VecDeque::new(),
+    });
     if h.producer_epoch != e.epoch {
         e.epoch = h.producer_epoch;
         e.recent.clear();

@@ -134,7 +134,12 @@ impl Segment {
 
     /// Opens an existing segment, rebuilding its indexes. With `verify`, every batch's CRC is
     /// checked and the file is truncated at the first batch that is torn, corrupt or out of order.
-    pub fn open(path: &Path, base_offset: i64, verify: bool, now_ms: i64) -> Result<(Self, Recovery)> {
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        verify: bool,
+        now_ms: i64,
+    ) -> Result<(Self, Recovery)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let file_len = file.metadata()?.len();
         let mut seg = Self::empty(base_offset, file, path.to_path_buf(), now_ms);
@@ -144,19 +149,20 @@ impl Segment {
         let mut buf_start = 0u64;
         loop {
             // Ensure the header (and, when verifying, the whole batch) is in the window.
-            let need = |from: u64, len: usize, buf: &mut Vec<u8>, buf_start: &mut u64| -> Result<bool> {
-                if from + len as u64 > file_len {
-                    return Ok(false);
-                }
-                let have_end = *buf_start + buf.len() as u64;
-                if from < *buf_start || from + len as u64 > have_end {
-                    let want = len.max(SCAN_CHUNK).min((file_len - from) as usize);
-                    buf.resize(want, 0);
-                    seg.file.read_exact_at(buf, from)?;
-                    *buf_start = from;
-                }
-                Ok(true)
-            };
+            let need =
+                |from: u64, len: usize, buf: &mut Vec<u8>, buf_start: &mut u64| -> Result<bool> {
+                    if from + len as u64 > file_len {
+                        return Ok(false);
+                    }
+                    let have_end = *buf_start + buf.len() as u64;
+                    if from < *buf_start || from + len as u64 > have_end {
+                        let want = len.max(SCAN_CHUNK).min((file_len - from) as usize);
+                        buf.resize(want, 0);
+                        seg.file.read_exact_at(buf, from)?;
+                        *buf_start = from;
+                    }
+                    Ok(true)
+                };
             if !need(pos, HEADER_LEN, &mut buf, &mut buf_start)? {
                 break;
             }

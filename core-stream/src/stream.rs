@@ -20,17 +20,26 @@ pub struct Stream {
 impl Stream {
     /// Current settings.
     pub fn config(&self) -> StreamConfig {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// All partitions, in index order.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Number of partitions.
     pub fn partition_count(&self) -> usize {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// One partition by index.
@@ -55,7 +64,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name == "." || name == ".." {
         return bad("'.' and '..' are reserved");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())

@@ -22,7 +22,10 @@ fn open(dir: &std::path::Path) -> Arc<Core> {
 }
 
 fn cfg(segment_bytes: u64) -> StreamConfig {
-    StreamConfig { segment_bytes, ..Default::default() }
+    StreamConfig {
+        segment_bytes,
+        ..Default::default()
+    }
 }
 
 async fn append(core: &Core, stream: &str, recs: &[Record]) -> (i64, i64) {
@@ -62,15 +65,24 @@ async fn append_then_read_returns_records_in_order_with_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let core = open(dir.path());
     core.create_stream("orders", cfg(1 << 20)).unwrap();
-    assert_eq!(append(&core, "orders", &[rec(0, 10), rec(1, 11)]).await, (0, 1));
+    assert_eq!(
+        append(&core, "orders", &[rec(0, 10), rec(1, 11)]).await,
+        (0, 1)
+    );
     assert_eq!(append(&core, "orders", &[rec(2, 12)]).await, (2, 2));
     let all = read_all(&core, "orders");
     assert_eq!(all.len(), 3);
-    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(all[2].key.as_deref(), Some(&b"k2"[..]));
     let p = core.stream("orders").unwrap().partition(0).unwrap();
     assert_eq!(p.high_watermark(), 3);
-    assert!(matches!(p.read(4, 100), Err(StreamError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(4, 100),
+        Err(StreamError::OffsetOutOfRange { .. })
+    ));
     assert!(p.read(3, 100).unwrap().data.is_empty());
     core.shutdown();
 }
@@ -89,7 +101,10 @@ async fn segments_roll_by_size_and_index_lookups_find_every_offset() {
     for off in [0i64, 1, 37, 99, 150, 199] {
         let r = p.read(off, 1).unwrap();
         let h = batch::validate(&r.data).unwrap();
-        assert!(h.base_offset <= off && h.last_offset() >= off, "offset {off} in batch {h:?}");
+        assert!(
+            h.base_offset <= off && h.last_offset() >= off,
+            "offset {off} in batch {h:?}"
+        );
     }
     // Time index: first batch with timestamp >= 1100 is offset 100.
     assert_eq!(p.offset_for_timestamp(1100).unwrap(), Some((100, 1100)));
@@ -117,7 +132,10 @@ async fn retention_by_bytes_and_time_deletes_oldest_segments_only() {
     assert!(p.size_bytes() >= 8192 - 4096);
     let start = p.log_start_offset();
     assert!(start > 0);
-    assert!(matches!(p.read(0, 10), Err(StreamError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(0, 10),
+        Err(StreamError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&core, "r").first().unwrap().offset, start);
     // Time: everything is older than a 1 ms retention one hour from now, except the active segment.
     let mut c = core.stream("r").unwrap().config();
@@ -131,7 +149,10 @@ async fn retention_by_bytes_and_time_deletes_oldest_segments_only() {
 }
 
 fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v.pop().unwrap()
 }
@@ -146,12 +167,23 @@ async fn recovery_cuts_a_truncated_final_batch_and_keeps_earlier_data() {
         for i in 0..10 {
             append(&core, "t", &[rec(i, 1)]).await;
         }
-        pdir = core.stream("t").unwrap().partition(0).unwrap().dir().to_path_buf();
+        pdir = core
+            .stream("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .dir()
+            .to_path_buf();
         core.shutdown();
     }
     let seg = last_segment(&pdir);
     let len = std::fs::metadata(&seg).unwrap().len();
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     let core = open(dir.path());
     let recs = read_all(&core, "t");
     assert_eq!(recs.len(), 9);
@@ -179,7 +211,11 @@ async fn recovery_cuts_from_a_flipped_byte_and_keeps_earlier_batches() {
     }
     let seg = last_segment(&pdir);
     // Flip one byte inside the 6th batch's records (offset 5).
-    let mut f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     let at = batch_len * 5 + batch_len - 3;
     f.seek(SeekFrom::Start(at)).unwrap();
     let mut b = [0u8; 1];
@@ -189,7 +225,10 @@ async fn recovery_cuts_from_a_flipped_byte_and_keeps_earlier_batches() {
     drop(f);
     let core = open(dir.path());
     let recs = read_all(&core, "f");
-    assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), batch_len * 5);
     core.shutdown();
 }
@@ -209,7 +248,10 @@ async fn idempotent_retry_returns_original_offsets_and_gaps_are_refused() {
     assert_eq!((again.base_offset, again.last_offset), (0, 1));
     let gap = batch::build_batch(&[rec(2, 1)], Some((7, 0, 5)));
     let hg = batch::validate_all(&gap).unwrap();
-    assert!(matches!(p.append(&gap, &hg), Err(StreamError::OutOfOrderSequence { expected: 2, .. })));
+    assert!(matches!(
+        p.append(&gap, &hg),
+        Err(StreamError::OutOfOrderSequence { expected: 2, .. })
+    ));
     let next = batch::build_batch(&[rec(2, 1)], Some((7, 0, 2)));
     let hn = batch::validate_all(&next).unwrap();
     assert_eq!(p.append(&next, &hn).unwrap().base_offset, 2);
@@ -221,13 +263,24 @@ async fn group_offsets_and_streams_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let core = open(dir.path());
-        core.create_stream("s", StreamConfig { partitions: 3, ..Default::default() }).unwrap();
+        core.create_stream(
+            "s",
+            StreamConfig {
+                partitions: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         core.commit_offsets(
             "g",
             &[core_stream::GroupOffset {
                 stream: "s".into(),
                 partition: 2,
-                committed: core_stream::CommittedOffset { offset: 42, metadata: "m".into(), leader_epoch: -1 },
+                committed: core_stream::CommittedOffset {
+                    offset: 42,
+                    metadata: "m".into(),
+                    leader_epoch: -1,
+                },
             }],
         )
         .unwrap();
@@ -250,6 +303,13 @@ async fn fsync_never_acknowledges_without_waiting_and_data_is_readable() {
     let core = Core::open(c).unwrap();
     core.create_stream("n", cfg(1 << 20)).unwrap();
     append(&core, "n", &[rec(0, 1)]).await;
-    assert_eq!(core.stream("n").unwrap().partition(0).unwrap().high_watermark(), 1);
+    assert_eq!(
+        core.stream("n")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .high_watermark(),
+        1
+    );
     core.shutdown();
 }

@@ -63,7 +63,7 @@ impl Default for Config {
             kafka_listen: "0.0.0.0:9092".into(),
             kafka_advertised: String::new(),
             auto_create_topics: true,
-            max_request_bytes: 100 * 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             group_initial_rebalance_delay_ms: 300,
             mqtt_listen: "0.0.0.0:1883".into(),
@@ -114,7 +114,8 @@ impl Config {
     pub fn load(args: &ServeArgs) -> Result<Self, String> {
         let mut c = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| format!("bad config {}: {e}", p.display()))?
             }
             None => Config::default(),
@@ -122,7 +123,17 @@ impl Config {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = &args.$f { c.$f = v.clone(); } )* };
         }
-        over!(data_dir, kafka_listen, kafka_advertised, mqtt_listen, amqp_listen, http_listen, default_partitions, fsync, log);
+        over!(
+            data_dir,
+            kafka_listen,
+            kafka_advertised,
+            mqtt_listen,
+            amqp_listen,
+            http_listen,
+            default_partitions,
+            fsync,
+            log
+        );
         if c.default_partitions == 0 {
             return Err("default_partitions must be at least 1".into());
         }

@@ -18,7 +18,11 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "conflux", version, about = "Kafka, MQTT and AMQP 0-9-1 over one durable stream core")]
+#[command(
+    name = "conflux",
+    version,
+    about = "Kafka, MQTT and AMQP 0-9-1 over one durable stream core"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -31,7 +35,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let Cli { cmd: Cmd::Serve(args) } = Cli::parse();
+    let Cli {
+        cmd: Cmd::Serve(args),
+    } = Cli::parse();
     let cfg = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -46,7 +52,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start runtime");
@@ -79,7 +88,8 @@ fn core_config(cfg: &Config) -> CoreConfig {
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    let core = Core::open(core_config(&cfg)).map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
+    let core = Core::open(core_config(&cfg))
+        .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let listener = TcpListener::bind(&cfg.kafka_listen)
@@ -96,7 +106,11 @@ async fn serve(cfg: Config) -> Result<(), String> {
         group_initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
         ..Default::default()
     };
-    for (proto, addr) in [("mqtt", &cfg.mqtt_listen), ("amqp", &cfg.amqp_listen), ("http", &cfg.http_listen)] {
+    for (proto, addr) in [
+        ("mqtt", &cfg.mqtt_listen),
+        ("amqp", &cfg.amqp_listen),
+        ("http", &cfg.http_listen),
+    ] {
         info!(protocol = %proto, addr = %addr, "listener not built yet; not listening");
     }
     let kafka = tokio::spawn(conflux_kafka::serve(listener, core.clone(), kcfg, stop_rx));
@@ -106,7 +120,9 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = kafka.await;
     let core2: Arc<Core> = core.clone();
-    tokio::task::spawn_blocking(move || core2.shutdown()).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || core2.shutdown())
+        .await
+        .map_err(|e| e.to_string())?;
     info!("bye");
     Ok(())
 }
@@ -114,11 +130,19 @@ async fn serve(cfg: Config) -> Result<(), String> {
 /// `host:port` to advertise: the configured one, or the bound address (with 0.0.0.0 → 127.0.0.1).
 fn advertised(conf: &str, bound: std::net::SocketAddr) -> Result<(String, u16), String> {
     if conf.is_empty() {
-        let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
         return Ok((host, bound.port()));
     }
-    let (h, p) = conf.rsplit_once(':').ok_or_else(|| format!("kafka_advertised {conf:?} is not host:port"))?;
-    let p = p.parse().map_err(|_| format!("kafka_advertised {conf:?} has a bad port"))?;
+    let (h, p) = conf
+        .rsplit_once(':')
+        .ok_or_else(|| format!("kafka_advertised {conf:?} is not host:port"))?;
+    let p = p
+        .parse()
+        .map_err(|_| format!("kafka_advertised {conf:?} has a bad port"))?;
     Ok((h.to_string(), p))
 }
 

@@ -7,7 +7,11 @@ use kafka_protocol::messages::ResponseKind;
 use crate::errors::code;
 
 /// Encodes one response frame (size prefix included).
-pub fn encode_response(correlation_id: i32, version: i16, resp: &ResponseKind) -> anyhow::Result<Bytes> {
+pub fn encode_response(
+    correlation_id: i32,
+    version: i16,
+    resp: &ResponseKind,
+) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     buf.put_i32(correlation_id);

@@ -38,14 +38,23 @@ async fn read_frame(rd: &mut (impl AsyncReadExt + Unpin), max: usize) -> Result<
     }
     let size = i32::from_be_bytes(len);
     if size < 8 || size as usize > max {
-        return Err(FrameError::Refused(format!("request size {size} outside 8..={max}")));
+        return Err(FrameError::Refused(format!(
+            "request size {size} outside 8..={max}"
+        )));
     }
     let size = size as usize;
     // Grow with the bytes that actually arrive: a large claimed size reserves nothing up front.
     let mut buf = Vec::with_capacity(size.min(64 * 1024));
-    (&mut *rd).take(size as u64).read_to_end(&mut buf).await.map_err(FrameError::Io)?;
+    (&mut *rd)
+        .take(size as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(FrameError::Io)?;
     if buf.len() < size {
-        return Err(FrameError::Refused(format!("truncated request: {} of {size} bytes", buf.len())));
+        return Err(FrameError::Refused(format!(
+            "truncated request: {} of {size} bytes",
+            buf.len()
+        )));
     }
     Ok(Bytes::from(buf))
 }

@@ -64,7 +64,9 @@ pub mod code {
 pub fn error_code(e: &StreamError) -> i16 {
     use code::*;
     match e {
-        StreamError::UnknownStream(_) | StreamError::UnknownPartition(..) => UNKNOWN_TOPIC_OR_PARTITION,
+        StreamError::UnknownStream(_) | StreamError::UnknownPartition(..) => {
+            UNKNOWN_TOPIC_OR_PARTITION
+        }
         StreamError::StreamExists(_) => TOPIC_ALREADY_EXISTS,
         StreamError::InvalidName(..) => INVALID_TOPIC_EXCEPTION,
         StreamError::InvalidPartitions(_) => INVALID_PARTITIONS,

@@ -164,7 +164,12 @@ impl Group {
             }
         }
         if self.state != GroupState::PreparingRebalance {
-            let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or_default();
             self.rebalance_deadline = now + timeout;
             for m in self.members.values_mut() {
                 m.joined = m.join_waiter.is_some();
@@ -182,7 +187,12 @@ impl Group {
         if !all_in && !force {
             return;
         }
-        let missing: Vec<String> = self.members.iter().filter(|(_, m)| !m.joined).map(|(k, _)| k.clone()).collect();
+        let missing: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.joined)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in missing {
             self.remove_member(&id);
         }
@@ -193,7 +203,11 @@ impl Group {
             self.leader = None;
             return;
         }
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader = self.order.first().cloned();
         }
         let leader = self.leader.clone().unwrap_or_default();
@@ -202,14 +216,22 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n.clone())
-            .find(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n)));
+            .find(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+            });
         self.protocol = protocol.clone();
         let members: Vec<(String, Option<String>, Bytes)> = self
             .order
             .iter()
             .filter_map(|id| {
                 let m = self.members.get(id)?;
-                let meta = m.protocols.iter().find(|(n, _)| Some(n) == protocol.as_ref()).map(|(_, md)| md.clone());
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, md)| md.clone());
                 Some((id.clone(), m.instance_id.clone(), meta.unwrap_or_default()))
             })
             .collect();
@@ -226,7 +248,11 @@ impl Group {
                     protocol_type: self.protocol_type.clone(),
                     leader: leader.clone(),
                     member_id: id.clone(),
-                    members: if *id == leader { members.clone() } else { Vec::new() },
+                    members: if *id == leader {
+                        members.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -250,7 +276,12 @@ impl JoinResult {
 
 impl SyncResult {
     fn error(error: i16) -> Self {
-        Self { error, assignment: Bytes::new(), protocol: None, protocol_type: None }
+        Self {
+            error,
+            assignment: Bytes::new(),
+            protocol: None,
+            protocol_type: None,
+        }
     }
 }
 
@@ -279,7 +310,12 @@ pub struct GroupCoordinator {
 impl GroupCoordinator {
     /// A coordinator whose new groups wait `initial_delay` before their first generation.
     pub fn new(core: Arc<Core>, initial_delay: Duration) -> Self {
-        Self { core, groups: Mutex::new(HashMap::new()), initial_delay, next_member: AtomicU64::new(1) }
+        Self {
+            core,
+            groups: Mutex::new(HashMap::new()),
+            initial_delay,
+            next_member: AtomicU64::new(1),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
@@ -293,16 +329,33 @@ impl GroupCoordinator {
         let mut groups = self.lock();
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
         if req.protocols.is_empty()
-            || g.protocol_type.as_ref().is_some_and(|t| *t != req.protocol_type && !g.members.is_empty())
+            || g.protocol_type
+                .as_ref()
+                .is_some_and(|t| *t != req.protocol_type && !g.members.is_empty())
             || (!g.members.is_empty()
-                && !req.protocols.iter().any(|(p, _)| g.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p))))
+                && !req.protocols.iter().any(|(p, _)| {
+                    g.members
+                        .values()
+                        .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+                }))
         {
-            let _ = tx.send(JoinResult::error(code::INCONSISTENT_GROUP_PROTOCOL, &req.member_id));
+            let _ = tx.send(JoinResult::error(
+                code::INCONSISTENT_GROUP_PROTOCOL,
+                &req.member_id,
+            ));
             return rx;
         }
         let member_id = if req.member_id.is_empty() {
             let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-            format!("{}-{:x}-{n}", if req.client_id.is_empty() { "member" } else { &req.client_id }, std::process::id())
+            format!(
+                "{}-{:x}-{n}",
+                if req.client_id.is_empty() {
+                    "member"
+                } else {
+                    &req.client_id
+                },
+                std::process::id()
+            )
         } else if g.members.contains_key(&req.member_id) {
             req.member_id.clone()
         } else {
@@ -315,18 +368,21 @@ impl GroupCoordinator {
                 g.not_before = now + self.initial_delay;
             }
         }
-        let m = g.members.entry(member_id.clone()).or_insert_with(|| Member {
-            instance_id: req.instance_id.clone(),
-            client_id: req.client_id.clone(),
-            protocols: Vec::new(),
-            session_timeout: req.session_timeout,
-            rebalance_timeout: req.rebalance_timeout,
-            last_seen: now,
-            assignment: Bytes::new(),
-            joined: false,
-            join_waiter: None,
-            sync_waiter: None,
-        });
+        let m = g
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                protocols: Vec::new(),
+                session_timeout: req.session_timeout,
+                rebalance_timeout: req.rebalance_timeout,
+                last_seen: now,
+                assignment: Bytes::new(),
+                joined: false,
+                join_waiter: None,
+                sync_waiter: None,
+            });
         if let Some(old) = m.join_waiter.take() {
             let _ = old.send(JoinResult::error(code::REBALANCE_IN_PROGRESS, &member_id));
         }
@@ -347,7 +403,13 @@ impl GroupCoordinator {
     }
 
     /// Delivers the leader's assignment / waits for it.
-    pub fn sync(&self, group: &str, member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> oneshot::Receiver<SyncResult> {
+    pub fn sync(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> oneshot::Receiver<SyncResult> {
         let (tx, rx) = oneshot::channel();
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else {
@@ -408,10 +470,14 @@ impl GroupCoordinator {
     /// Keeps a member alive; tells it to rejoin during a rebalance.
     pub fn heartbeat(&self, group: &str, member: &str, generation: i32) -> i16 {
         let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group) else { return code::UNKNOWN_MEMBER_ID };
+        let Some(g) = groups.get_mut(group) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
         let state = g.state;
         let current = g.generation;
-        let Some(m) = g.members.get_mut(member) else { return code::UNKNOWN_MEMBER_ID };
+        let Some(m) = g.members.get_mut(member) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
         m.last_seen = Instant::now();
         if state == GroupState::PreparingRebalance {
             return code::REBALANCE_IN_PROGRESS;
@@ -426,7 +492,9 @@ impl GroupCoordinator {
     pub fn leave(&self, group: &str, members: &[String]) -> Vec<i16> {
         let now = Instant::now();
         let mut groups = self.lock();
-        let Some(g) = groups.get_mut(group) else { return vec![code::UNKNOWN_MEMBER_ID; members.len()] };
+        let Some(g) = groups.get_mut(group) else {
+            return vec![code::UNKNOWN_MEMBER_ID; members.len()];
+        };
         let codes = members
             .iter()
             .map(|id| {
@@ -461,7 +529,9 @@ impl GroupCoordinator {
             return code::NONE;
         }
         let groups = self.lock();
-        let Some(g) = groups.get(group) else { return code::ILLEGAL_GENERATION };
+        let Some(g) = groups.get(group) else {
+            return code::ILLEGAL_GENERATION;
+        };
         if !g.members.contains_key(member) {
             return code::UNKNOWN_MEMBER_ID;
         }
@@ -480,7 +550,13 @@ impl GroupCoordinator {
             }
         }
         for (n, g) in self.lock().iter() {
-            out.insert(n.clone(), (g.state, g.protocol_type.clone().unwrap_or_else(|| "consumer".into())));
+            out.insert(
+                n.clone(),
+                (
+                    g.state,
+                    g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                ),
+            );
         }
         out.into_iter().map(|(n, (s, t))| (n, s, t)).collect()
     }
@@ -504,7 +580,13 @@ impl GroupCoordinator {
                         .find(|(n, _)| Some(n) == g.protocol.as_ref())
                         .map(|(_, md)| md.clone())
                         .unwrap_or_default();
-                    Some((id.clone(), m.instance_id.clone(), m.client_id.clone(), meta, m.assignment.clone()))
+                    Some((
+                        id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        meta,
+                        m.assignment.clone(),
+                    ))
                 })
                 .collect(),
         })
@@ -524,7 +606,10 @@ impl GroupCoordinator {
                     let expired: Vec<String> = g
                         .members
                         .iter()
-                        .filter(|(_, m)| m.sync_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                        .filter(|(_, m)| {
+                            m.sync_waiter.is_none()
+                                && now.duration_since(m.last_seen) > m.session_timeout
+                        })
                         .map(|(k, _)| k.clone())
                         .collect();
                     if !expired.is_empty() {
@@ -538,7 +623,9 @@ impl GroupCoordinator {
                 GroupState::Empty => {}
             }
         }
-        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty() || g.generation == 0);
+        groups.retain(|_, g| {
+            g.state != GroupState::Empty || !g.members.is_empty() || g.generation == 0
+        });
     }
 }
 

@@ -53,7 +53,7 @@ impl Default for KafkaConfig {
             advertised_port: 9092,
             node_id: 0,
             auto_create_topics: true,
-            max_request_bytes: 100 * 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
             group_initial_rebalance_delay: Duration::from_millis(300),
             max_fetch_wait: Duration::from_secs(30),
         }
@@ -75,9 +75,19 @@ pub struct KafkaBroker {
 
 /// Accepts connections until `shutdown` turns true, then waits (bounded) for open connections
 /// to finish their in-flight requests.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, config: KafkaConfig, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    core: Arc<Core>,
+    config: KafkaConfig,
+    shutdown: watch::Receiver<bool>,
+) {
     let groups = group::GroupCoordinator::new(core.clone(), config.group_initial_rebalance_delay);
-    let broker = Arc::new(KafkaBroker { core, config, groups, shutdown: shutdown.clone() });
+    let broker = Arc::new(KafkaBroker {
+        core,
+        config,
+        groups,
+        shutdown: shutdown.clone(),
+    });
     let ticker = tokio::spawn(group::run_timers(broker.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
@@ -99,8 +109,14 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, config: KafkaConfig, 
         }
     }
     drop(listener);
-    info!(open = tasks.len(), "kafka listener closed; finishing in-flight requests");
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    info!(
+        open = tasks.len(),
+        "kafka listener closed; finishing in-flight requests"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     tasks.abort_all();
     ticker.abort();
 }

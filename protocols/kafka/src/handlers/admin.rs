@@ -3,13 +3,17 @@
 
 use core_stream::{StreamConfig, StreamError};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
 };
 
 use super::{s, Ctx};
@@ -23,7 +27,11 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn topic_config(b: &KafkaBroker, num_partitions: i32, configs: &[(String, Option<String>)]) -> Result<StreamConfig, StreamError> {
+fn topic_config(
+    b: &KafkaBroker,
+    num_partitions: i32,
+    configs: &[(String, Option<String>)],
+) -> Result<StreamConfig, StreamError> {
     let mut cfg = b.core.stream_defaults();
     if num_partitions != -1 {
         if num_partitions <= 0 {
@@ -47,15 +55,28 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
         .map(|t| {
             let name = t.name.0.to_string();
             let r = CreatableTopicResult::default().with_name(t.name.clone());
-            let fail = |c: i16, msg: String| r.clone().with_error_code(c).with_error_message((ctx.version >= 1).then(|| s(msg)));
+            let fail = |c: i16, msg: String| {
+                r.clone()
+                    .with_error_code(c)
+                    .with_error_message((ctx.version >= 1).then(|| s(msg)))
+            };
             if t.replication_factor != -1 && t.replication_factor != 1 {
-                return fail(code::INVALID_REPLICATION_FACTOR, "this broker has one node: replication factor must be 1".into());
+                return fail(
+                    code::INVALID_REPLICATION_FACTOR,
+                    "this broker has one node: replication factor must be 1".into(),
+                );
             }
             if !t.assignments.is_empty() {
-                return fail(code::INVALID_REQUEST, "manual replica assignment is not supported".into());
+                return fail(
+                    code::INVALID_REQUEST,
+                    "manual replica assignment is not supported".into(),
+                );
             }
-            let configs: Vec<(String, Option<String>)> =
-                t.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
+            let configs: Vec<(String, Option<String>)> = t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect();
             let cfg = match topic_config(b, t.num_partitions, &configs) {
                 Ok(c) => c,
                 Err(e) => return fail(error_code(&e), e.to_string()),
@@ -75,11 +96,17 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
                         r = r.with_topic_id(uuid::Uuid::from_bytes(st.id));
                     }
                     if ctx.version >= 5 {
-                        r = r.with_num_partitions(cfg.partitions as i32).with_replication_factor(1);
+                        r = r
+                            .with_num_partitions(cfg.partitions as i32)
+                            .with_replication_factor(1);
                         r = r.with_configs(Some(
                             cfg.entries()
                                 .into_iter()
-                                .map(|(k, v)| CreatableTopicConfigs::default().with_name(s(k)).with_value(Some(s(v))))
+                                .map(|(k, v)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(s(k))
+                                        .with_value(Some(s(v)))
+                                })
                                 .collect(),
                         ));
                     }
@@ -105,7 +132,9 @@ pub fn delete_topics(b: &KafkaBroker, ctx: &Ctx, req: DeleteTopicsRequest) -> De
             let r = DeletableTopicResult::default().with_name(Some(n.clone()));
             match b.core.delete_stream(&n.0) {
                 Ok(()) => r,
-                Err(e) => r.with_error_code(error_code(&e)).with_error_message((ctx.version >= 5).then(|| s(e.to_string()))),
+                Err(e) => r
+                    .with_error_code(error_code(&e))
+                    .with_error_message((ctx.version >= 5).then(|| s(e.to_string()))),
             }
         })
         .collect();
@@ -113,7 +142,10 @@ pub fn delete_topics(b: &KafkaBroker, ctx: &Ctx, req: DeleteTopicsRequest) -> De
 }
 
 /// Grows topics' partition counts.
-pub fn create_partitions(b: &KafkaBroker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    b: &KafkaBroker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = req
         .topics
         .into_iter()
@@ -125,7 +157,11 @@ pub fn create_partitions(b: &KafkaBroker, req: CreatePartitionsRequest) -> Creat
                 match b.core.stream(&t.name.0) {
                     None => Err(StreamError::UnknownStream(t.name.0.to_string())),
                     Some(st) if st.partition_count() as i32 >= t.count => {
-                        Err(StreamError::InvalidPartitions(format!("{} has {} partitions", st.name, st.partition_count())))
+                        Err(StreamError::InvalidPartitions(format!(
+                            "{} has {} partitions",
+                            st.name,
+                            st.partition_count()
+                        )))
                     }
                     Some(_) => Ok(()),
                 }
@@ -134,7 +170,9 @@ pub fn create_partitions(b: &KafkaBroker, req: CreatePartitionsRequest) -> Creat
             };
             match res {
                 Ok(()) => r,
-                Err(e) => r.with_error_code(error_code(&e)).with_error_message(Some(s(e.to_string()))),
+                Err(e) => r
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
             }
         })
         .collect();
@@ -144,59 +182,83 @@ pub fn create_partitions(b: &KafkaBroker, req: CreatePartitionsRequest) -> Creat
 /// Describes topic configs (retention and friends) and a few broker settings.
 pub fn describe_configs(b: &KafkaBroker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let defaults = b.core.stream_defaults();
-    let results = req
-        .resources
-        .into_iter()
-        .map(|res| {
-            let name = res.resource_name.to_string();
-            let r = DescribeConfigsResult::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name.clone());
-            let entries: Vec<(String, String, i8)> = match res.resource_type {
-                RESOURCE_TOPIC => match b.core.stream(&name) {
-                    Some(st) => {
-                        let def: std::collections::HashMap<_, _> = defaults.entries().into_iter().collect();
-                        st.config()
-                            .entries()
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let src = if def.get(&k) == Some(&v) { SOURCE_DEFAULT } else { SOURCE_TOPIC };
-                                (k, v, src)
-                            })
-                            .collect()
-                    }
-                    None => {
-                        return r
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_error_message(Some(s(format!("unknown topic {name}"))))
-                    }
-                },
-                RESOURCE_BROKER => vec![
-                    ("num.partitions".into(), defaults.partitions.to_string(), SOURCE_DEFAULT),
-                    ("auto.create.topics.enable".into(), b.config.auto_create_topics.to_string(), SOURCE_DEFAULT),
-                    ("log.retention.ms".into(), defaults.retention_ms.to_string(), SOURCE_DEFAULT),
-                    ("log.segment.bytes".into(), defaults.segment_bytes.to_string(), SOURCE_DEFAULT),
-                ],
-                _ => {
-                    return r
-                        .with_error_code(code::INVALID_REQUEST)
-                        .with_error_message(Some(s("only topic and broker resources are described")))
-                }
-            };
-            let wanted = res.configuration_keys.map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
-            let configs = entries
-                .into_iter()
-                .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
-                .map(|(k, v, src)| {
-                    DescribeConfigsResourceResult::default()
-                        .with_name(s(k))
-                        .with_value(Some(s(v)))
-                        .with_config_source(src)
-                })
-                .collect();
-            r.with_configs(configs)
-        })
-        .collect();
+    let results =
+        req.resources
+            .into_iter()
+            .map(|res| {
+                let name = res.resource_name.to_string();
+                let r = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let entries: Vec<(String, String, i8)> =
+                    match res.resource_type {
+                        RESOURCE_TOPIC => match b.core.stream(&name) {
+                            Some(st) => {
+                                let def: std::collections::HashMap<_, _> =
+                                    defaults.entries().into_iter().collect();
+                                st.config()
+                                    .entries()
+                                    .into_iter()
+                                    .map(|(k, v)| {
+                                        let src = if def.get(&k) == Some(&v) {
+                                            SOURCE_DEFAULT
+                                        } else {
+                                            SOURCE_TOPIC
+                                        };
+                                        (k, v, src)
+                                    })
+                                    .collect()
+                            }
+                            None => {
+                                return r
+                                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                                    .with_error_message(Some(s(format!("unknown topic {name}"))))
+                            }
+                        },
+                        RESOURCE_BROKER => vec![
+                            (
+                                "num.partitions".into(),
+                                defaults.partitions.to_string(),
+                                SOURCE_DEFAULT,
+                            ),
+                            (
+                                "auto.create.topics.enable".into(),
+                                b.config.auto_create_topics.to_string(),
+                                SOURCE_DEFAULT,
+                            ),
+                            (
+                                "log.retention.ms".into(),
+                                defaults.retention_ms.to_string(),
+                                SOURCE_DEFAULT,
+                            ),
+                            (
+                                "log.segment.bytes".into(),
+                                defaults.segment_bytes.to_string(),
+                                SOURCE_DEFAULT,
+                            ),
+                        ],
+                        _ => {
+                            return r.with_error_code(code::INVALID_REQUEST).with_error_message(
+                                Some(s("only topic and broker resources are described")),
+                            )
+                        }
+                    };
+                let wanted = res
+                    .configuration_keys
+                    .map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                let configs = entries
+                    .into_iter()
+                    .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
+                    .map(|(k, v, src)| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                            .with_config_source(src)
+                    })
+                    .collect();
+                r.with_configs(configs)
+            })
+            .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
@@ -204,14 +266,22 @@ pub fn describe_configs(b: &KafkaBroker, req: DescribeConfigsRequest) -> Describ
 pub fn init_producer_id(b: &KafkaBroker, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let r = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
-        return r.with_error_code(code::INVALID_REQUEST).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+        return r
+            .with_error_code(code::INVALID_REQUEST)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
     }
     // A client bumping the epoch of its own id (KIP-360) gets the next epoch of the same id.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        return r.with_producer_id(req.producer_id).with_producer_epoch(req.producer_epoch + 1);
+        return r
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
     }
     match b.core.next_producer_id() {
         Ok(id) => r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(e) => r.with_error_code(error_code(&e)).with_producer_id(ProducerId(-1)).with_producer_epoch(-1),
+        Err(e) => r
+            .with_error_code(error_code(&e))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
     }
 }

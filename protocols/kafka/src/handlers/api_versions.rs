@@ -6,7 +6,9 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use crate::guard;
 
 /// APIs served, with the version range each is served at (guard ∩ handler support).
-const SERVED: &[i16] = &[0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 32, 37];
+const SERVED: &[i16] = &[
+    0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 32, 37,
+];
 
 /// `(api key, min version, max version)` for every served API.
 pub fn supported() -> Vec<(i16, i16, i16)> {
@@ -27,7 +29,12 @@ pub fn handle() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(
         supported()
             .into_iter()
-            .map(|(k, min, max)| ApiVersion::default().with_api_key(k).with_min_version(min).with_max_version(max))
+            .map(|(k, min, max)| {
+                ApiVersion::default()
+                    .with_api_key(k)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            })
             .collect(),
     )
 }

@@ -51,7 +51,11 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(b.config.max_fetch_wait);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let notify = Arc::new(Notify::new());
     for (_, wants) in &topics {
         for w in wants {
@@ -75,7 +79,11 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
 }
 
 /// Reads every wanted partition once; returns the answer, its data size and whether any partition errored.
-fn collect(topics: &[(TopicName, Vec<Want>)], max_bytes: usize, version: i16) -> (FetchResponse, usize, bool) {
+fn collect(
+    topics: &[(TopicName, Vec<Want>)],
+    max_bytes: usize,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
     let lso = |x: i64| if version >= 5 { x } else { -1 };
     let mut total = 0usize;
     let mut errors = false;
@@ -122,7 +130,11 @@ fn collect(topics: &[(TopicName, Vec<Want>)], max_bytes: usize, version: i16) ->
                 }
             });
         }
-        out.push(FetchableTopicResponse::default().with_topic(name.clone()).with_partitions(parts));
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(name.clone())
+                .with_partitions(parts),
+        );
     }
     (FetchResponse::default().with_responses(out), total, errors)
 }

@@ -11,8 +11,12 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
 use kafka_protocol::messages::*;
 
 use super::{s, Ctx};
@@ -21,7 +25,11 @@ use crate::group::{self, GroupState};
 use crate::KafkaBroker;
 
 /// This broker coordinates every group.
-pub fn find_coordinator(b: &KafkaBroker, ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    b: &KafkaBroker,
+    ctx: &Ctx,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     let node = BrokerId(b.config.node_id);
     let host = s(b.config.advertised_host.clone());
     let port = i32::from(b.config.advertised_port);
@@ -29,11 +37,20 @@ pub fn find_coordinator(b: &KafkaBroker, ctx: &Ctx, req: FindCoordinatorRequest)
         let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|k| Coordinator::default().with_key(k).with_node_id(node).with_host(host.clone()).with_port(port))
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k)
+                    .with_node_id(node)
+                    .with_host(host.clone())
+                    .with_port(port)
+            })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port)
+        FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port)
     }
 }
 
@@ -41,22 +58,36 @@ pub fn find_coordinator(b: &KafkaBroker, ctx: &Ctx, req: FindCoordinatorRequest)
 pub async fn join(b: Arc<KafkaBroker>, ctx: Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
     let session = req.session_timeout_ms;
     if !(1000..=30 * 60 * 1000).contains(&session) {
-        return JoinGroupResponse::default().with_error_code(code::INVALID_SESSION_TIMEOUT).with_generation_id(-1);
+        return JoinGroupResponse::default()
+            .with_error_code(code::INVALID_SESSION_TIMEOUT)
+            .with_generation_id(-1);
     }
-    let rebalance = if ctx.version >= 1 { req.rebalance_timeout_ms } else { session };
+    let rebalance = if ctx.version >= 1 {
+        req.rebalance_timeout_ms
+    } else {
+        session
+    };
     let rx = b.groups.join(group::JoinRequest {
         group: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),
         client_id: ctx.client_id.clone(),
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
         session_timeout: Duration::from_millis(session as u64),
         rebalance_timeout: Duration::from_millis(rebalance.max(0) as u64),
     });
     let r = match rx.await {
         Ok(r) => r,
-        Err(_) => return JoinGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE).with_generation_id(-1),
+        Err(_) => {
+            return JoinGroupResponse::default()
+                .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+                .with_generation_id(-1)
+        }
     };
     JoinGroupResponse::default()
         .with_error_code(r.error)
@@ -69,7 +100,10 @@ pub async fn join(b: Arc<KafkaBroker>, ctx: Ctx, req: JoinGroupRequest) -> JoinG
             r.members
                 .into_iter()
                 .map(|(id, inst, meta)| {
-                    JoinGroupResponseMember::default().with_member_id(s(id)).with_group_instance_id(inst.map(s)).with_metadata(meta)
+                    JoinGroupResponseMember::default()
+                        .with_member_id(s(id))
+                        .with_group_instance_id(inst.map(s))
+                        .with_metadata(meta)
                 })
                 .collect(),
         )
@@ -81,7 +115,10 @@ pub async fn sync(b: Arc<KafkaBroker>, ctx: Ctx, req: SyncGroupRequest) -> SyncG
         &req.group_id.0,
         &req.member_id,
         req.generation_id,
-        req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+        req.assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
     );
     match rx.await {
         Ok(r) => SyncGroupResponse::default()
@@ -95,22 +132,38 @@ pub async fn sync(b: Arc<KafkaBroker>, ctx: Ctx, req: SyncGroupRequest) -> SyncG
 
 /// Heartbeat.
 pub fn heartbeat(b: &KafkaBroker, req: HeartbeatRequest) -> HeartbeatResponse {
-    HeartbeatResponse::default().with_error_code(b.groups.heartbeat(&req.group_id.0, &req.member_id, req.generation_id))
+    HeartbeatResponse::default().with_error_code(b.groups.heartbeat(
+        &req.group_id.0,
+        &req.member_id,
+        req.generation_id,
+    ))
 }
 
 /// LeaveGroup (v0-2 one member, v3+ a list).
 pub fn leave(b: &KafkaBroker, ctx: &Ctx, req: LeaveGroupRequest) -> LeaveGroupResponse {
     if ctx.version < 3 {
-        let codes = b.groups.leave(&req.group_id.0, &[req.member_id.to_string()]);
-        return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(code::NONE));
+        let codes = b
+            .groups
+            .leave(&req.group_id.0, &[req.member_id.to_string()]);
+        return LeaveGroupResponse::default()
+            .with_error_code(codes.first().copied().unwrap_or(code::NONE));
     }
-    let ids: Vec<String> = req.members.iter().map(|m| m.member_id.to_string()).collect();
+    let ids: Vec<String> = req
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect();
     let codes = b.groups.leave(&req.group_id.0, &ids);
     LeaveGroupResponse::default().with_members(
         req.members
             .into_iter()
             .zip(codes)
-            .map(|(m, c)| MemberResponse::default().with_member_id(m.member_id).with_group_instance_id(m.group_instance_id).with_error_code(c))
+            .map(|(m, c)| {
+                MemberResponse::default()
+                    .with_member_id(m.member_id)
+                    .with_group_instance_id(m.group_instance_id)
+                    .with_error_code(c)
+            })
             .collect(),
     )
 }
@@ -118,7 +171,9 @@ pub fn leave(b: &KafkaBroker, ctx: &Ctx, req: LeaveGroupRequest) -> LeaveGroupRe
 /// OffsetCommit: validated against the group generation, stored durably in the core.
 pub fn offset_commit(b: &KafkaBroker, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
-    let check = b.groups.check_commit(&group, &req.member_id, req.generation_id_or_member_epoch);
+    let check = b
+        .groups
+        .check_commit(&group, &req.member_id, req.generation_id_or_member_epoch);
     let mut to_store = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -139,7 +194,10 @@ pub fn offset_commit(b: &KafkaBroker, req: OffsetCommitRequest) -> OffsetCommitR
                     partition: p.partition_index,
                     committed: CommittedOffset {
                         offset: p.committed_offset,
-                        metadata: p.committed_metadata.map(|m| m.to_string()).unwrap_or_default(),
+                        metadata: p
+                            .committed_metadata
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
                         leader_epoch: p.committed_leader_epoch,
                     },
                 });
@@ -162,12 +220,18 @@ pub fn offset_commit(b: &KafkaBroker, req: OffsetCommitRequest) -> OffsetCommitR
         topics
             .into_iter()
             .map(|(name, parts)| {
-                OffsetCommitResponseTopic::default().with_name(name).with_partitions(
-                    parts
-                        .into_iter()
-                        .map(|(i, c)| OffsetCommitResponsePartition::default().with_partition_index(i).with_error_code(c))
-                        .collect(),
-                )
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(i, c)| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(i)
+                                    .with_error_code(c)
+                            })
+                            .collect(),
+                    )
             })
             .collect(),
     )
@@ -178,12 +242,17 @@ pub fn offset_fetch(b: &KafkaBroker, ctx: &Ctx, req: OffsetFetchRequest) -> Offs
     let group = req.group_id.0.to_string();
     let stored = match b.core.group_offsets(&group) {
         Ok(v) => v,
-        Err(e) if ctx.version >= 2 => return OffsetFetchResponse::default().with_error_code(error_code(&e)),
+        Err(e) if ctx.version >= 2 => {
+            return OffsetFetchResponse::default().with_error_code(error_code(&e))
+        }
         Err(_) => Vec::new(),
     };
     let mut by_topic: HashMap<String, Vec<(i32, CommittedOffset)>> = HashMap::new();
     for o in stored {
-        by_topic.entry(o.stream).or_default().push((o.partition, o.committed));
+        by_topic
+            .entry(o.stream)
+            .or_default()
+            .push((o.partition, o.committed));
     }
     let part = |idx: i32, c: Option<&CommittedOffset>| {
         let r = OffsetFetchResponsePartition::default().with_partition_index(idx);
@@ -203,9 +272,16 @@ pub fn offset_fetch(b: &KafkaBroker, ctx: &Ctx, req: OffsetFetchRequest) -> Offs
                 let parts = t
                     .partition_indexes
                     .iter()
-                    .map(|i| part(*i, have.and_then(|v| v.iter().find(|(p, _)| p == i).map(|(_, c)| c))))
+                    .map(|i| {
+                        part(
+                            *i,
+                            have.and_then(|v| v.iter().find(|(p, _)| p == i).map(|(_, c)| c)),
+                        )
+                    })
                     .collect();
-                OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(parts)
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(parts)
             })
             .collect(),
         None => {
@@ -214,8 +290,13 @@ pub fn offset_fetch(b: &KafkaBroker, ctx: &Ctx, req: OffsetFetchRequest) -> Offs
             names
                 .into_iter()
                 .map(|n| {
-                    let parts = by_topic[&n].iter().map(|(i, c)| part(*i, Some(c))).collect();
-                    OffsetFetchResponseTopic::default().with_name(TopicName(s(n))).with_partitions(parts)
+                    let parts = by_topic[&n]
+                        .iter()
+                        .map(|(i, c)| part(*i, Some(c)))
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(n)))
+                        .with_partitions(parts)
                 })
                 .collect()
         }
@@ -247,12 +328,27 @@ pub fn describe_groups(b: &KafkaBroker, req: DescribeGroupsRequest) -> DescribeG
         .groups
         .into_iter()
         .map(|gid| {
-            let d = DescribedGroup::default().with_group_id(gid.clone());
+            let mut d = DescribedGroup::default().with_group_id(gid.clone());
+            if req.include_authorized_operations {
+                d = d.with_authorized_operations(super::metadata::GROUP_OPERATIONS);
+            }
             match b.groups.describe(&gid.0) {
                 None => {
-                    let known = b.core.groups_with_offsets().map(|g| g.contains(&gid.0.to_string())).unwrap_or(false);
-                    d.with_group_state(s(if known { GroupState::Empty.name() } else { "Dead" }))
-                        .with_protocol_type(s(if known { "consumer" } else { "" }))
+                    let known = b
+                        .core
+                        .groups_with_offsets()
+                        .map(|g| g.contains(&gid.0.to_string()))
+                        .unwrap_or(false);
+                    d.with_group_state(s(if known {
+                        GroupState::Empty.name()
+                    } else {
+                        "Dead"
+                    }))
+                    .with_protocol_type(s(if known {
+                        "consumer"
+                    } else {
+                        ""
+                    }))
                 }
                 Some(g) => d
                     .with_group_state(s(g.state.name()))

@@ -1,8 +1,15 @@
 //! ListOffsets (earliest, latest, max timestamp, by timestamp) and OffsetForLeaderEpoch.
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+};
 
 use crate::errors::error_code;
 use crate::KafkaBroker;
@@ -24,14 +31,22 @@ pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> Lis
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     let part = match stream.as_ref() {
                         Some(s) => s.partition(p.partition_index),
-                        None => Err(core_stream::StreamError::UnknownStream(t.name.0.to_string())),
+                        None => Err(core_stream::StreamError::UnknownStream(
+                            t.name.0.to_string(),
+                        )),
                     };
                     let part = match part {
                         Ok(x) => x,
-                        Err(e) => return r.with_error_code(error_code(&e)).with_offset(-1).with_timestamp(-1),
+                        Err(e) => {
+                            return r
+                                .with_error_code(error_code(&e))
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                        }
                     };
                     let (offset, ts) = match p.timestamp {
                         LATEST => (part.high_watermark(), -1),
@@ -39,20 +54,32 @@ pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> Lis
                         MAX_TIMESTAMP => part.max_timestamp().unwrap_or((-1, -1)),
                         ts => match part.offset_for_timestamp(ts) {
                             Ok(found) => found.unwrap_or((-1, -1)),
-                            Err(e) => return r.with_error_code(error_code(&e)).with_offset(-1).with_timestamp(-1),
+                            Err(e) => {
+                                return r
+                                    .with_error_code(error_code(&e))
+                                    .with_offset(-1)
+                                    .with_timestamp(-1)
+                            }
                         },
                     };
-                    r.with_offset(offset).with_timestamp(ts).with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 })
+                    r.with_offset(offset)
+                        .with_timestamp(ts)
+                        .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 })
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
 }
 
 /// Answers OffsetForLeaderEpoch: this node has only ever had epoch 0, which ends at the high watermark.
-pub fn offset_for_leader_epoch(b: &KafkaBroker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn offset_for_leader_epoch(
+    b: &KafkaBroker,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = req
         .topics
         .into_iter()
@@ -64,8 +91,13 @@ pub fn offset_for_leader_epoch(b: &KafkaBroker, req: OffsetForLeaderEpochRequest
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
                     match stream.as_ref().map(|s| s.partition(p.partition)) {
-                        Some(Ok(part)) => r.with_leader_epoch(0).with_end_offset(part.high_watermark()),
-                        Some(Err(e)) => r.with_error_code(error_code(&e)).with_leader_epoch(-1).with_end_offset(-1),
+                        Some(Ok(part)) => r
+                            .with_leader_epoch(0)
+                            .with_end_offset(part.high_watermark()),
+                        Some(Err(e)) => r
+                            .with_error_code(error_code(&e))
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
                         None => r
                             .with_error_code(crate::errors::code::UNKNOWN_TOPIC_OR_PARTITION)
                             .with_leader_epoch(-1)
@@ -73,7 +105,9 @@ pub fn offset_for_leader_epoch(b: &KafkaBroker, req: OffsetForLeaderEpochRequest
                     }
                 })
                 .collect();
-            OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use core_stream::{Stream, StreamError};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{s, Ctx};
@@ -14,8 +16,20 @@ use crate::KafkaBroker;
 /// Cluster id reported to clients.
 pub const CLUSTER_ID: &str = "conflux-single-node";
 
+/// ACL operation bits reported when a client asks what it may do (no ACLs here: everything).
+/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// Group: READ, DELETE, DESCRIBE.
+pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
 /// Looks a topic up, creating it when `create` is set and auto-creation is enabled.
-pub fn resolve_topic(b: &KafkaBroker, name: &str, create: bool) -> Result<Arc<Stream>, StreamError> {
+pub fn resolve_topic(
+    b: &KafkaBroker,
+    name: &str,
+    create: bool,
+) -> Result<Arc<Stream>, StreamError> {
     match b.core.stream(name) {
         Some(s) => Ok(s),
         None if create && b.config.auto_create_topics => b.core.get_or_create_stream(name),
@@ -38,18 +52,32 @@ pub fn topic_entry(b: &KafkaBroker, version: i16, st: &Stream) -> MetadataRespon
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(s(st.name.clone()))))
-        .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(st.id) } else { uuid::Uuid::nil() })
+        .with_topic_id(if version >= 10 {
+            uuid::Uuid::from_bytes(st.id)
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_partitions(partitions)
 }
 
 /// Answers a Metadata request.
 pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
-    let topics = match req.topics {
-        None => b.core.list_streams().iter().map(|st| topic_entry(b, ctx.version, st)).collect(),
+    let with_ops = req.include_topic_authorized_operations;
+    let topics: Vec<MetadataResponseTopic> = match req.topics {
+        None => b
+            .core
+            .list_streams()
+            .iter()
+            .map(|st| topic_entry(b, ctx.version, st))
+            .collect(),
         Some(ts) if ts.is_empty() && ctx.version == 0 => {
             // v0: an empty list means all topics.
-            b.core.list_streams().iter().map(|st| topic_entry(b, ctx.version, st)).collect()
+            b.core
+                .list_streams()
+                .iter()
+                .map(|st| topic_entry(b, ctx.version, st))
+                .collect()
         }
         Some(ts) => ts
             .into_iter()
@@ -67,12 +95,23 @@ pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataRespo
             })
             .collect(),
     };
-    MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
+    let topics = topics
+        .into_iter()
+        .map(|t| if with_ops { t.with_topic_authorized_operations(TOPIC_OPERATIONS) } else { t })
+        .collect();
+    let mut resp = MetadataResponse::default();
+    if req.include_cluster_authorized_operations {
+        resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
+    }
+    resp.with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(b.config.node_id))
             .with_host(s(b.config.advertised_host.clone()))
             .with_port(i32::from(b.config.advertised_port))])
         .with_cluster_id((ctx.version >= 2).then(|| s(CLUSTER_ID)))
-        .with_controller_id(BrokerId(if ctx.version >= 1 { b.config.node_id } else { -1 }))
+        .with_controller_id(BrokerId(if ctx.version >= 1 {
+            b.config.node_id
+        } else {
+            -1
+        }))
         .with_topics(topics)
 }

@@ -24,6 +24,9 @@ use crate::connection::Pending;
 use crate::guard::{self, GuardError};
 use crate::KafkaBroker;
 
+/// Largest frame accepted for any request other than Produce.
+pub const MAX_NON_PRODUCE_FRAME: usize = 1024 * 1024;
+
 /// What a handler knows about the request it answers.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -58,15 +61,29 @@ fn ready(corr: i32, version: i16, resp: ResponseKind) -> Pending {
 pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
     let h = match guard::check_request(&frame) {
         Ok(h) => h,
-        Err(GuardError::UnsupportedVersion { api_key: 18, correlation_id, .. }) => {
+        Err(GuardError::UnsupportedVersion {
+            api_key: 18,
+            correlation_id,
+            ..
+        }) => {
             let apis = api_versions::supported();
             let bytes = codec::api_versions_fallback(correlation_id, &apis);
             return Ok(Box::pin(async move { Some(bytes) }));
         }
+        Err(GuardError::UnsupportedVersion { api_key: 0, api_version: v @ 0..=2, correlation_id }) => {
+            let answer = produce::legacy_unsupported(&frame, v, correlation_id)?;
+            return Ok(Box::pin(async move { answer }));
+        }
         Err(e) => return Err(format!("refused request: {e}")),
     };
+    // Decoded structs are larger than their wire form (a 2-byte topic entry becomes ~80 bytes),
+    // so only Produce, whose records stay as shared bytes, may use large frames.
+    if h.api_key != 0 && frame.len() > MAX_NON_PRODUCE_FRAME {
+        return Err(format!("api key {} request of {} bytes exceeds {MAX_NON_PRODUCE_FRAME}", h.api_key, frame.len()));
+    }
     let mut buf = frame;
-    let header = RequestHeader::decode(&mut buf, h.header_version).map_err(|e| format!("bad request header: {e}"))?;
+    let header = RequestHeader::decode(&mut buf, h.header_version)
+        .map_err(|e| format!("bad request header: {e}"))?;
     let api = ApiKey::try_from(h.api_key).map_err(|_| format!("unknown api key {}", h.api_key))?;
     let req = RequestKind::decode(api, &mut buf, h.api_version)
         .map_err(|e| format!("undecodable {api:?} v{}: {e}", h.api_version))?;
@@ -78,35 +95,100 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
     };
     let b = b.clone();
     Ok(match req {
-        RequestKind::ApiVersions(_) => ready(corr, v, ResponseKind::ApiVersions(api_versions::handle())),
-        RequestKind::Metadata(r) => ready(corr, v, ResponseKind::Metadata(metadata::handle(&b, &ctx, r))),
+        RequestKind::ApiVersions(_) => {
+            ready(corr, v, ResponseKind::ApiVersions(api_versions::handle()))
+        }
+        RequestKind::Metadata(r) => ready(
+            corr,
+            v,
+            ResponseKind::Metadata(metadata::handle(&b, &ctx, r)),
+        ),
         RequestKind::Produce(r) => respond(corr, v, produce::handle(b, ctx, r)),
-        RequestKind::Fetch(r) => respond(corr, v, async move { Some(ResponseKind::Fetch(fetch::handle(b, ctx, r).await)) }),
-        RequestKind::ListOffsets(r) => ready(corr, v, ResponseKind::ListOffsets(list_offsets::handle(&b, &ctx, r))),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ready(corr, v, ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(&b, r)))
+        RequestKind::Fetch(r) => respond(corr, v, async move {
+            Some(ResponseKind::Fetch(fetch::handle(b, ctx, r).await))
+        }),
+        RequestKind::ListOffsets(r) => ready(
+            corr,
+            v,
+            ResponseKind::ListOffsets(list_offsets::handle(&b, &ctx, r)),
+        ),
+        RequestKind::OffsetForLeaderEpoch(r) => ready(
+            corr,
+            v,
+            ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(&b, r)),
+        ),
+        RequestKind::FindCoordinator(r) => ready(
+            corr,
+            v,
+            ResponseKind::FindCoordinator(groups::find_coordinator(&b, &ctx, r)),
+        ),
+        RequestKind::JoinGroup(r) => respond(corr, v, async move {
+            Some(ResponseKind::JoinGroup(groups::join(b, ctx, r).await))
+        }),
+        RequestKind::SyncGroup(r) => respond(corr, v, async move {
+            Some(ResponseKind::SyncGroup(groups::sync(b, ctx, r).await))
+        }),
+        RequestKind::Heartbeat(r) => {
+            ready(corr, v, ResponseKind::Heartbeat(groups::heartbeat(&b, r)))
         }
-        RequestKind::FindCoordinator(r) => ready(corr, v, ResponseKind::FindCoordinator(groups::find_coordinator(&b, &ctx, r))),
-        RequestKind::JoinGroup(r) => {
-            respond(corr, v, async move { Some(ResponseKind::JoinGroup(groups::join(b, ctx, r).await)) })
+        RequestKind::LeaveGroup(r) => ready(
+            corr,
+            v,
+            ResponseKind::LeaveGroup(groups::leave(&b, &ctx, r)),
+        ),
+        RequestKind::OffsetCommit(r) => ready(
+            corr,
+            v,
+            ResponseKind::OffsetCommit(groups::offset_commit(&b, r)),
+        ),
+        RequestKind::OffsetFetch(r) => ready(
+            corr,
+            v,
+            ResponseKind::OffsetFetch(groups::offset_fetch(&b, &ctx, r)),
+        ),
+        RequestKind::ListGroups(r) => ready(
+            corr,
+            v,
+            ResponseKind::ListGroups(groups::list_groups(&b, &ctx, r)),
+        ),
+        RequestKind::DescribeGroups(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeGroups(groups::describe_groups(&b, r)),
+        ),
+        RequestKind::CreateTopics(r) => ready(
+            corr,
+            v,
+            ResponseKind::CreateTopics(admin::create_topics(&b, &ctx, r)),
+        ),
+        RequestKind::DeleteTopics(r) => ready(
+            corr,
+            v,
+            ResponseKind::DeleteTopics(admin::delete_topics(&b, &ctx, r)),
+        ),
+        RequestKind::CreatePartitions(r) => ready(
+            corr,
+            v,
+            ResponseKind::CreatePartitions(admin::create_partitions(&b, r)),
+        ),
+        RequestKind::DescribeConfigs(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeConfigs(admin::describe_configs(&b, r)),
+        ),
+        RequestKind::InitProducerId(r) => ready(
+            corr,
+            v,
+            ResponseKind::InitProducerId(admin::init_producer_id(&b, r)),
+        ),
+        other => {
+            return Err(format!(
+                "{:?} is not served",
+                ApiKey::try_from(h.api_key)
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_else(|_| format!("{other:?}"))
+            ))
         }
-        RequestKind::SyncGroup(r) => {
-            respond(corr, v, async move { Some(ResponseKind::SyncGroup(groups::sync(b, ctx, r).await)) })
-        }
-        RequestKind::Heartbeat(r) => ready(corr, v, ResponseKind::Heartbeat(groups::heartbeat(&b, r))),
-        RequestKind::LeaveGroup(r) => ready(corr, v, ResponseKind::LeaveGroup(groups::leave(&b, &ctx, r))),
-        RequestKind::OffsetCommit(r) => ready(corr, v, ResponseKind::OffsetCommit(groups::offset_commit(&b, r))),
-        RequestKind::OffsetFetch(r) => ready(corr, v, ResponseKind::OffsetFetch(groups::offset_fetch(&b, &ctx, r))),
-        RequestKind::ListGroups(r) => ready(corr, v, ResponseKind::ListGroups(groups::list_groups(&b, &ctx, r))),
-        RequestKind::DescribeGroups(r) => ready(corr, v, ResponseKind::DescribeGroups(groups::describe_groups(&b, r))),
-        RequestKind::CreateTopics(r) => ready(corr, v, ResponseKind::CreateTopics(admin::create_topics(&b, &ctx, r))),
-        RequestKind::DeleteTopics(r) => ready(corr, v, ResponseKind::DeleteTopics(admin::delete_topics(&b, &ctx, r))),
-        RequestKind::CreatePartitions(r) => {
-            ready(corr, v, ResponseKind::CreatePartitions(admin::create_partitions(&b, r)))
-        }
-        RequestKind::DescribeConfigs(r) => ready(corr, v, ResponseKind::DescribeConfigs(admin::describe_configs(&b, r))),
-        RequestKind::InitProducerId(r) => ready(corr, v, ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
-        other => return Err(format!("{:?} is not served", ApiKey::try_from(h.api_key).map(|k| format!("{k:?}")).unwrap_or_else(|_| format!("{other:?}")))),
     })
 }
 

@@ -32,12 +32,23 @@ pub fn handle(
         let stream = resolve_topic(&b, &name, true);
         let mut slots = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let err = |c: i16| Slot::Done(PartitionProduceResponse::default().with_index(p.index).with_error_code(c).with_base_offset(-1));
+            let err = |c: i16| {
+                Slot::Done(
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(c)
+                        .with_base_offset(-1),
+                )
+            };
             if req.transactional_id.is_some() {
                 slots.push(err(code::INVALID_REQUEST));
                 continue;
             }
-            let partition = match stream.as_ref().map_err(error_code).and_then(|s| s.partition(p.index).map_err(|e| error_code(&e))) {
+            let partition = match stream
+                .as_ref()
+                .map_err(error_code)
+                .and_then(|s| s.partition(p.index).map_err(|e| error_code(&e)))
+            {
                 Ok(x) => x,
                 Err(c) => {
                     slots.push(err(c));
@@ -49,7 +60,8 @@ pub fn handle(
                 slots.push(err(code::MESSAGE_TOO_LARGE));
                 continue;
             }
-            let appended = batch::validate_all(&records).and_then(|headers| partition.append(&records, &headers));
+            let appended = batch::validate_all(&records)
+                .and_then(|headers| partition.append(&records, &headers));
             match appended {
                 Ok(out) => slots.push(Slot::Wait(p.index, out)),
                 Err(e) => {
@@ -74,7 +86,11 @@ pub fn handle(
                         let r = PartitionProduceResponse::default()
                             .with_index(index)
                             .with_log_append_time_ms(-1)
-                            .with_log_start_offset(if version >= 5 { out.log_start_offset } else { -1 });
+                            .with_log_start_offset(if version >= 5 {
+                                out.log_start_offset
+                            } else {
+                                -1
+                            });
                         let base = out.base_offset;
                         match out.durable.wait().await {
                             Ok(()) => r.with_base_offset(base),
@@ -83,8 +99,92 @@ pub fn handle(
                     }
                 });
             }
-            responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(parts));
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(parts),
+            );
         }
-        Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+        Some(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
     }
+}
+
+/// Answers a Produce v0-v2 request (advertised for old librdkafka, KAFKA-18659, but carrying
+/// message formats 0/1 that this broker does not store) with UNSUPPORTED_VERSION for every
+/// partition. `frame` is the whole request; every length is checked before use.
+pub fn legacy_unsupported(frame: &[u8], version: i16, correlation_id: i32) -> Result<Option<bytes::Bytes>, String> {
+    legacy_answer(frame, version, correlation_id).ok_or_else(|| format!("malformed Produce v{version} request"))
+}
+
+fn legacy_answer(frame: &[u8], version: i16, correlation_id: i32) -> Option<Option<bytes::Bytes>> {
+    use bytes::BufMut;
+    struct Cur<'a>(&'a [u8]);
+    impl<'a> Cur<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+        }
+        fn i32(&mut self) -> Option<i32> {
+            self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        fn string(&mut self) -> Option<&'a [u8]> {
+            let n = self.i16()?;
+            if n < 0 {
+                return Some(&[]);
+            }
+            self.take(n as usize)
+        }
+        fn count(&mut self) -> Option<usize> {
+            let n = self.i32()?;
+            // Each element needs at least 4 bytes: a count beyond that is a lie.
+            (n >= 0 && n as usize <= self.0.len() / 4).then_some(n as usize)
+        }
+    }
+    let mut c = Cur(frame);
+    c.take(8)?; // api key, version, correlation id
+    c.string()?; // client id
+    let acks = c.i16()?;
+    c.i32()?; // timeout
+    let mut out = bytes::BytesMut::with_capacity(64);
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    let topics = c.count()?;
+    out.put_i32(topics as i32);
+    for _ in 0..topics {
+        let name = c.string()?;
+        out.put_i16(name.len() as i16);
+        out.put_slice(name);
+        let parts = c.count()?;
+        out.put_i32(parts as i32);
+        for _ in 0..parts {
+            out.put_i32(c.i32()?);
+            let n = c.i32()?;
+            if n > 0 {
+                c.take(n as usize)?;
+            }
+            out.put_i16(code::UNSUPPORTED_VERSION);
+            out.put_i64(-1);
+            if version >= 2 {
+                out.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(0);
+    }
+    if acks == 0 {
+        return Some(None);
+    }
+    let len = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    Some(Some(out.freeze()))
 }
