@@ -18,9 +18,11 @@ pub const CLUSTER_ID: &str = "conflux-single-node";
 
 /// ACL operation bits reported when a client asks what it may do (no ACLs here: everything).
 /// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-pub const TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+pub const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
-pub const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+pub const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 /// Group: READ, DELETE, DESCRIBE.
 pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
@@ -97,16 +99,22 @@ pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataRespo
     };
     let topics = topics
         .into_iter()
-        .map(|t| if with_ops { t.with_topic_authorized_operations(TOPIC_OPERATIONS) } else { t })
+        .map(|t| {
+            if with_ops {
+                t.with_topic_authorized_operations(TOPIC_OPERATIONS)
+            } else {
+                t
+            }
+        })
         .collect();
     let mut resp = MetadataResponse::default();
     if req.include_cluster_authorized_operations {
         resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
     }
     resp.with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(b.config.node_id))
-            .with_host(s(b.config.advertised_host.clone()))
-            .with_port(i32::from(b.config.advertised_port))])
+        .with_node_id(BrokerId(b.config.node_id))
+        .with_host(s(b.config.advertised_host.clone()))
+        .with_port(i32::from(b.config.advertised_port))])
         .with_cluster_id((ctx.version >= 2).then(|| s(CLUSTER_ID)))
         .with_controller_id(BrokerId(if ctx.version >= 1 {
             b.config.node_id

@@ -70,7 +70,11 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
             let bytes = codec::api_versions_fallback(correlation_id, &apis);
             return Ok(Box::pin(async move { Some(bytes) }));
         }
-        Err(GuardError::UnsupportedVersion { api_key: 0, api_version: v @ 0..=2, correlation_id }) => {
+        Err(GuardError::UnsupportedVersion {
+            api_key: 0,
+            api_version: v @ 0..=2,
+            correlation_id,
+        }) => {
             let answer = produce::legacy_unsupported(&frame, v, correlation_id)?;
             return Ok(Box::pin(async move { answer }));
         }
@@ -79,7 +83,11 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
     // Decoded structs are larger than their wire form (a 2-byte topic entry becomes ~80 bytes),
     // so only Produce, whose records stay as shared bytes, may use large frames.
     if h.api_key != 0 && frame.len() > MAX_NON_PRODUCE_FRAME {
-        return Err(format!("api key {} request of {} bytes exceeds {MAX_NON_PRODUCE_FRAME}", h.api_key, frame.len()));
+        return Err(format!(
+            "api key {} request of {} bytes exceeds {MAX_NON_PRODUCE_FRAME}",
+            h.api_key,
+            frame.len()
+        ));
     }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, h.header_version)

@@ -114,8 +114,13 @@ pub fn handle(
 /// Answers a Produce v0-v2 request (advertised for old librdkafka, KAFKA-18659, but carrying
 /// message formats 0/1 that this broker does not store) with UNSUPPORTED_VERSION for every
 /// partition. `frame` is the whole request; every length is checked before use.
-pub fn legacy_unsupported(frame: &[u8], version: i16, correlation_id: i32) -> Result<Option<bytes::Bytes>, String> {
-    legacy_answer(frame, version, correlation_id).ok_or_else(|| format!("malformed Produce v{version} request"))
+pub fn legacy_unsupported(
+    frame: &[u8],
+    version: i16,
+    correlation_id: i32,
+) -> Result<Option<bytes::Bytes>, String> {
+    legacy_answer(frame, version, correlation_id)
+        .ok_or_else(|| format!("malformed Produce v{version} request"))
 }
 
 fn legacy_answer(frame: &[u8], version: i16, correlation_id: i32) -> Option<Option<bytes::Bytes>> {
@@ -134,7 +139,8 @@ fn legacy_answer(frame: &[u8], version: i16, correlation_id: i32) -> Option<Opti
             self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
         }
         fn i32(&mut self) -> Option<i32> {
-            self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            self.take(4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         }
         fn string(&mut self) -> Option<&'a [u8]> {
             let n = self.i16()?;
