@@ -1,0 +1,263 @@
+"""Topic administration, group introspection, timestamp lookups, assignors and session
+timeouts: the rest of issue 2's API list, with kafka-python and confluent-kafka."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewPartitions
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+from broker import Deadline, create_topic, read_topic, wait_until
+
+
+def admin(broker):
+    return KafkaAdminClient(bootstrap_servers=[broker.bootstrap], request_timeout_ms=30000)
+
+
+def produce(bootstrap, topic, n, partition=None, **kw):
+    p = KafkaProducer(bootstrap_servers=[bootstrap], acks="all")
+    try:
+        metas = [
+            p.send(topic, value=f"v{i}".encode(), partition=partition, **kw).get(timeout=10)
+            for i in range(n)
+        ]
+    finally:
+        p.close(timeout=10)
+    return metas
+
+
+def test_topic_configs_are_stored_and_described(broker):
+    a = admin(broker)
+    try:
+        a.create_topics(
+            [NewTopic("audit", 2, 1, topic_configs={"retention.ms": "3600000", "retention.bytes": "1048576"})]
+        )
+        res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "audit")])
+        entries = {c[0]: c[1] for c in res[0].resources[0][4]}
+        assert entries["retention.ms"] == "3600000"
+        assert entries["retention.bytes"] == "1048576"
+        assert entries["cleanup.policy"] == "delete"
+        assert "segment.bytes" in entries
+        broker_cfg = a.describe_configs([ConfigResource(ConfigResourceType.BROKER, "0")])
+        names = {c[0] for c in broker_cfg[0].resources[0][4]}
+        assert "num.partitions" in names
+        # A config this broker cannot honour is refused, and the topic is not created.
+        with pytest.raises(KafkaError) as err:
+            a.create_topics([NewTopic("compacted", 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        assert err.value.errno == 40, err.value  # INVALID_CONFIG
+        assert "compacted" not in a.list_topics()
+    finally:
+        a.close()
+
+
+def test_delete_topic_removes_it_and_a_new_one_starts_empty(broker):
+    produce(broker.bootstrap, "temp", 5, partition=0)
+    a = admin(broker)
+    try:
+        assert "temp" in a.list_topics()
+        resp = a.delete_topics(["temp"])
+        assert resp.topic_error_codes[0][1] == 0, resp
+        wait_until(lambda: "temp" not in a.list_topics(), 10, "topic deletion")
+        with pytest.raises(UnknownTopicOrPartitionError):
+            a.delete_topics(["temp"])
+    finally:
+        a.close()
+    # Re-created by auto-creation: offsets start again at 0, the old records are gone.
+    metas = produce(broker.bootstrap, "temp", 1, partition=0)
+    assert metas[0].offset == 0
+    records, ends = read_topic(broker.bootstrap, "temp")
+    assert [r.value for r in records] == [b"v0"] and ends == {0: 1}
+
+
+def test_create_partitions_grows_a_topic_and_refuses_to_shrink(broker):
+    create_topic(broker.bootstrap, "grow", 1)
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    client.create_partitions([NewPartitions("grow", 4)])["grow"].result(30)
+    md = client.list_topics("grow", timeout=10)
+    assert sorted(md.topics["grow"].partitions) == [0, 1, 2, 3]
+    assert produce(broker.bootstrap, "grow", 1, partition=3)[0].partition == 3
+    with pytest.raises(Exception) as err:
+        client.create_partitions([NewPartitions("grow", 2)])["grow"].result(30)
+    assert "INVALID_PARTITIONS" in str(err.value) or "partitions" in str(err.value).lower()
+
+
+def test_offsets_for_times_finds_first_record_at_or_after_a_timestamp(broker):
+    create_topic(broker.bootstrap, "timed", 1)
+    p = KafkaProducer(bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=0)
+    base = 1_700_000_000_000
+    for i in range(10):
+        p.send("timed", value=b"x", partition=0, timestamp_ms=base + i * 1000).get(timeout=10)
+    p.close(timeout=10)
+    c = KafkaConsumer(bootstrap_servers=[broker.bootstrap])
+    try:
+        tp = TopicPartition("timed", 0)
+        found = c.offsets_for_times({tp: base + 4500})[tp]
+        assert (found.offset, found.timestamp) == (5, base + 5000)
+        assert c.offsets_for_times({tp: base + 99_000})[tp] is None
+        assert c.beginning_offsets([tp])[tp] == 0 and c.end_offsets([tp])[tp] == 10
+    finally:
+        c.close()
+
+
+def test_list_and_describe_groups_show_a_stable_group(broker):
+    create_topic(broker.bootstrap, "watched", 2)
+    c = KafkaConsumer("watched", bootstrap_servers=[broker.bootstrap], group_id="watchers")
+    try:
+        wait_until(lambda: (c.poll(timeout_ms=100), c.assignment())[1], 30, "assignment")
+        a = admin(broker)
+        try:
+            groups = dict(a.list_consumer_groups())
+            assert "watchers" in groups
+            (desc,) = a.describe_consumer_groups(["watchers"])
+            assert desc.state == "Stable"
+            assert desc.protocol_type == "consumer"
+            assert len(desc.members) == 1
+            member = desc.members[0]
+            assignment = member.member_assignment.assignment
+            assert sorted(p for t, ps in assignment for p in ps if t == "watched") == [0, 1]
+        finally:
+            a.close()
+    finally:
+        c.close()
+
+
+def _consume_together(consumers, n, timeout=60):
+    """Poll confluent-kafka consumers round-robin until n records arrived in total."""
+    got = {id(c): [] for c in consumers}
+    deadline = Deadline(timeout)
+    while sum(len(v) for v in got.values()) < n:
+        assert not deadline.passed(), {k: len(v) for k, v in got.items()}
+        for c in consumers:
+            m = c.poll(0.1)
+            if m is not None and not m.error():
+                got[id(c)].append((m.partition(), m.offset()))
+    return got
+
+
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "roundrobin", "range"])
+def test_librdkafka_assignors_split_partitions_and_deliver_each_record_once(broker, strategy):
+    create_topic(broker.bootstrap, "work", 4)
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": f"g-{strategy}",
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": strategy,
+    }
+    c1, c2 = Consumer(conf), Consumer(conf)
+    try:
+        c1.subscribe(["work"])
+        c2.subscribe(["work"])
+
+        def split():
+            for c in (c1, c2):
+                c.poll(0.05)
+            a1 = {tp.partition for tp in c1.assignment()}
+            a2 = {tp.partition for tp in c2.assignment()}
+            return a1 and a2 and not (a1 & a2) and a1 | a2 == {0, 1, 2, 3}
+
+        wait_until(split, 60, f"a {strategy} split between two members")
+        p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        for i in range(400):
+            p.produce("work", key=str(i).encode(), value=b"x")
+        assert p.flush(30) == 0
+        got = _consume_together([c1, c2], 400)
+        every = [r for v in got.values() for r in v]
+        assert len(every) == len(set(every)) == 400
+        assert all(got.values()), "both members received records"
+    finally:
+        c1.close()
+        c2.close()
+
+
+def test_kafka_python_roundrobin_assignor(broker):
+    create_topic(broker.bootstrap, "rr", 4)
+    kw = dict(bootstrap_servers=[broker.bootstrap], group_id="rr-group",
+              partition_assignment_strategy=[RoundRobinPartitionAssignor])
+    c1, c2 = KafkaConsumer("rr", **kw), KafkaConsumer("rr", **kw)
+    try:
+        def split():
+            c1.poll(timeout_ms=50)
+            c2.poll(timeout_ms=50)
+            a1 = {tp.partition for tp in c1.assignment()}
+            a2 = {tp.partition for tp in c2.assignment()}
+            return a1 and a2 and not (a1 & a2) and a1 | a2 == {0, 1, 2, 3}
+
+        wait_until(split, 60, "roundrobin split")
+        assert sorted(len(c.assignment()) for c in (c1, c2)) == [2, 2]
+    finally:
+        c1.close()
+        c2.close()
+
+
+MEMBER = textwrap.dedent(
+    """
+    import sys
+    from kafka import KafkaConsumer
+    c = KafkaConsumer("lively", bootstrap_servers=[sys.argv[1]], group_id="lively-group",
+                      session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    while not c.assignment():
+        c.poll(timeout_ms=100)
+    print("assigned", flush=True)
+    while True:
+        c.poll(timeout_ms=100)
+    """
+)
+
+
+def test_member_killed_without_leaving_is_expired_and_partitions_move(broker):
+    create_topic(broker.bootstrap, "lively", 2)
+    doomed = subprocess.Popen([sys.executable, "-c", MEMBER, broker.bootstrap], stdout=subprocess.PIPE, text=True)
+    survivor = KafkaConsumer("lively", bootstrap_servers=[broker.bootstrap], group_id="lively-group",
+                             session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    try:
+        assert doomed.stdout.readline().strip() == "assigned"
+
+        def split():
+            survivor.poll(timeout_ms=100)
+            return len(survivor.assignment()) == 1
+
+        wait_until(split, 60, "the survivor sharing the group")
+        doomed.kill()  # no LeaveGroup: only the session timeout can tell
+        doomed.wait(10)
+
+        def took_over():
+            survivor.poll(timeout_ms=100)
+            return {tp.partition for tp in survivor.assignment()} == {0, 1}
+
+        wait_until(took_over, 30, "the survivor owning both partitions after the session timeout")
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        survivor.close()
+
+
+def _i16(v):
+    return struct.pack(">h", v)
+
+
+def _i32(v):
+    return struct.pack(">i", v)
+
+
+def test_produce_v0_is_answered_unsupported_version_per_partition(broker):
+    client = b"legacy"
+    body = _i16(1) + _i32(1000) + _i32(1) + _i16(5) + b"old-t" + _i32(1) + _i32(0) + _i32(0)
+    req = _i16(0) + _i16(0) + _i32(77) + _i16(len(client)) + client + body
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(_i32(len(req)) + req)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        resp = s.recv(size, socket.MSG_WAITALL)
+    corr, ntopics, nlen = struct.unpack(">iih", resp[:10])
+    assert (corr, ntopics, resp[10 : 10 + nlen]) == (77, 1, b"old-t")
+    nparts, part, err, base = struct.unpack(">iihq", resp[10 + nlen : 10 + nlen + 18])
+    assert (nparts, part, err, base) == (1, 0, 35, -1)
