@@ -7,14 +7,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use dashmap::DashMap;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::batch::{self, Record};
 use crate::commit::Syncer;
 use crate::config::{CoreConfig, StreamConfig};
 use crate::error::{Result, StreamError};
 use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
-use crate::partition::{now_ms, Partition};
+use crate::partition::{now_ms, AppendOutcome, Partition};
 use crate::stream::{pattern_matches, validate_name, Stream};
 
 /// The stream core: one per broker process.
@@ -28,6 +31,8 @@ pub struct Core {
     syncer: Arc<Syncer>,
     closed: AtomicBool,
     retention_stop: RwLock<Option<std::sync::mpsc::Sender<()>>>,
+    /// Bumped whenever a stream is created, deleted or grows, so pattern subscribers rescan.
+    catalog: watch::Sender<u64>,
 }
 
 impl Core {
@@ -46,6 +51,7 @@ impl Core {
             syncer,
             closed: AtomicBool::new(false),
             retention_stop: RwLock::new(None),
+            catalog: watch::channel(0).0,
         });
         for m in core.meta.streams()? {
             let s = core.open_stream(&m)?;
@@ -141,6 +147,41 @@ impl Core {
             .collect()
     }
 
+    /// Follows the streams matching a `*`/`#` pattern, including streams created later:
+    /// the way MQTT subscriptions and AMQP bindings find their streams.
+    pub fn subscribe(self: &Arc<Self>, pattern: &str) -> PatternSubscription {
+        PatternSubscription {
+            core: self.clone(),
+            pattern: pattern.to_string(),
+            catalog: self.catalog.subscribe(),
+        }
+    }
+
+    /// Appends records to a named stream (created with defaults if missing), for writers that
+    /// are not Kafka clients. The partition is chosen from the key exactly as Kafka clients
+    /// choose it (murmur2), so one key lands on one partition whichever protocol wrote it;
+    /// records without a key go to `fallback_partition` modulo the partition count.
+    pub fn append_records(
+        &self,
+        stream: &str,
+        key: Option<&[u8]>,
+        fallback_partition: u32,
+        records: &[Record],
+    ) -> Result<AppendOutcome> {
+        if records.is_empty() {
+            return Err(StreamError::CorruptBatch("empty record set"));
+        }
+        let s = self.get_or_create_stream(stream)?;
+        let n = s.partition_count() as u32;
+        let p = match key {
+            Some(k) => partition_for_key(k, n),
+            None => fallback_partition % n,
+        };
+        let data: Bytes = batch::build_batch(records, None);
+        let headers = batch::validate_all(&data)?;
+        s.partition(p as i32)?.append(&data, &headers)
+    }
+
     /// Default settings for new streams.
     pub fn stream_defaults(&self) -> StreamConfig {
         self.config.stream_defaults.clone()
@@ -183,6 +224,7 @@ impl Core {
         let s = self.open_stream(&meta)?;
         self.meta.put_stream(&meta)?;
         self.streams.insert(name.to_string(), s.clone());
+        self.catalog.send_modify(|v| *v += 1);
         info!(
             stream = name,
             partitions = meta.config.partitions,
@@ -217,6 +259,7 @@ impl Core {
                 warn!(stream = name, error = %e, "could not remove partition directory");
             }
         }
+        self.catalog.send_modify(|v| *v += 1);
         info!(stream = name, "stream deleted");
         Ok(())
     }
@@ -248,6 +291,7 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .extend(new);
         *s.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        self.catalog.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -322,4 +366,68 @@ impl Core {
         self.syncer.shutdown();
         info!("stream core closed");
     }
+}
+
+/// A live view of the streams matching a pattern (see [`Core::subscribe`]).
+#[derive(Debug)]
+pub struct PatternSubscription {
+    core: Arc<Core>,
+    pattern: String,
+    catalog: watch::Receiver<u64>,
+}
+
+impl PatternSubscription {
+    /// The pattern followed.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Streams matching now.
+    pub fn matching(&self) -> Vec<Arc<Stream>> {
+        self.core.streams_matching(&self.pattern)
+    }
+
+    /// Resolves when streams were created, deleted or grown since the last call; then call
+    /// [`PatternSubscription::matching`] again. Errors only when the core is gone.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.catalog
+            .changed()
+            .await
+            .map_err(|_| StreamError::ShuttingDown)
+    }
+}
+
+/// Kafka's default partitioner: `(murmur2(key) & 0x7fffffff) % partitions`.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// MurmurHash2 (32-bit, seed 0x9747b28c) as Kafka's Java client, kafka-python and
+/// librdkafka's `murmur2` partitioner compute it.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }

@@ -24,7 +24,7 @@ pub mod segment;
 pub mod stream;
 
 pub use crate::config::{CoreConfig, FsyncPolicy, StreamConfig};
-pub use crate::core::Core;
+pub use crate::core::{partition_for_key, Core, PatternSubscription};
 pub use crate::error::{Result, StreamError};
 pub use crate::meta::{CommittedOffset, GroupOffset, MetadataStore, StreamMeta};
 pub use crate::partition::{AppendOutcome, DurableTicket, Partition, ReadResult};

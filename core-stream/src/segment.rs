@@ -156,7 +156,9 @@ impl Segment {
                     }
                     let have_end = *buf_start + buf.len() as u64;
                     if from < *buf_start || from + len as u64 > have_end {
-                        let want = len.max(SCAN_CHUNK).min((file_len - from) as usize);
+                        // Verifying reads everything anyway: read ahead. Otherwise read just the header.
+                        let ahead = if verify { SCAN_CHUNK } else { HEADER_LEN };
+                        let want = len.max(ahead).min((file_len - from) as usize);
                         buf.resize(want, 0);
                         seg.file.read_exact_at(buf, from)?;
                         *buf_start = from;

@@ -313,3 +313,116 @@ async fn fsync_never_acknowledges_without_waiting_and_data_is_readable() {
     );
     core.shutdown();
 }
+
+#[tokio::test]
+async fn pattern_subscription_sees_streams_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(dir.path());
+    core.create_stream("sensors.temperature", StreamConfig::default())
+        .unwrap();
+    core.create_stream("orders.eu.new", StreamConfig::default())
+        .unwrap();
+    let mut sub = core.subscribe("sensors.#");
+    let names = |s: &core_stream::PatternSubscription| {
+        s.matching()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&sub), vec!["sensors.temperature"]);
+    let core2 = core.clone();
+    let creator = tokio::spawn(async move {
+        core2
+            .create_stream("sensors.humidity.room1", StreamConfig::default())
+            .unwrap()
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(5), sub.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    creator.await.unwrap();
+    assert_eq!(
+        names(&sub),
+        vec!["sensors.humidity.room1", "sensors.temperature"]
+    );
+    core.shutdown();
+}
+
+#[tokio::test]
+async fn append_records_keys_like_kafka_and_is_readable_as_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(dir.path());
+    core.create_stream(
+        "user-events",
+        StreamConfig {
+            partitions: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // kafka-python/librdkafka murmur2 partitioning of "user-123" over 3 partitions is 2.
+    assert_eq!(core_stream::partition_for_key(b"user-123", 3), 2);
+    assert_eq!(core_stream::core::murmur2(b"21"), 0xc5f2_f8ec);
+    let out = core
+        .append_records("user-events", Some(b"user-123"), 0, &[rec(1, 5), rec(2, 6)])
+        .unwrap();
+    out.durable.wait().await.unwrap();
+    let p = core.stream("user-events").unwrap().partition(2).unwrap();
+    let r = p.read(0, 1 << 20).unwrap();
+    let recs = batch::decode_records(&r.data).unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert_eq!(recs[1].key.as_deref(), Some(&b"k2"[..]));
+    // An unknown stream is created on first append.
+    core.append_records("new.stream", None, 7, &[rec(0, 1)])
+        .unwrap()
+        .durable
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        core.stream("new.stream")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .high_watermark(),
+        1
+    );
+    core.shutdown();
+}
+
+#[tokio::test]
+async fn segments_roll_by_age_and_reopen_with_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = open(dir.path());
+        core.create_stream(
+            "aged",
+            StreamConfig {
+                segment_ms: 1,
+                ..cfg(1 << 30)
+            },
+        )
+        .unwrap();
+        for i in 0..3 {
+            append(&core, "aged", &[rec(i, 1)]).await;
+            // segment.ms = 1: the next append, at least 2 ms later, must roll.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let p = core.stream("aged").unwrap().partition(0).unwrap();
+        assert_eq!(std::fs::read_dir(p.dir()).unwrap().count(), 3);
+        core.shutdown();
+    }
+    let core = open(dir.path());
+    assert_eq!(
+        read_all(&core, "aged")
+            .iter()
+            .map(|r| r.offset)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(append(&core, "aged", &[rec(9, 1)]).await, (3, 3));
+    core.shutdown();
+}
