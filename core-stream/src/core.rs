@@ -3,7 +3,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,11 +12,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::batch::{self, Record};
-use crate::commit::Syncer;
 use crate::config::{CoreConfig, StreamConfig};
 use crate::error::{Result, StreamError};
+use crate::log::{LogFactory, PartitionLog, SegmentLogs};
 use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
-use crate::partition::{now_ms, AppendOutcome, Partition};
+use crate::partition::{now_ms, AppendOutcome};
 use crate::stream::{pattern_matches, validate_name, Stream};
 
 /// The stream core: one per broker process.
@@ -28,7 +27,7 @@ pub struct Core {
     streams: DashMap<String, Arc<Stream>>,
     /// Serialises create/delete/grow so two creators of one name don't race.
     admin: Mutex<()>,
-    syncer: Arc<Syncer>,
+    logs: Arc<dyn LogFactory>,
     closed: AtomicBool,
     retention_stop: RwLock<Option<std::sync::mpsc::Sender<()>>>,
     /// Bumped whenever a stream is created, deleted or grows, so pattern subscribers rescan.
@@ -42,13 +41,17 @@ impl Core {
         std::fs::create_dir_all(config.data_dir.join("streams"))?;
         let meta: Arc<dyn MetadataStore> =
             Arc::new(RedbStore::open(&config.data_dir.join("meta.redb"))?);
-        let syncer = Syncer::start(config.fsync_interval);
+        let logs: Arc<dyn LogFactory> = Arc::new(SegmentLogs::new(
+            config.data_dir.join("streams"),
+            config.fsync,
+            config.fsync_interval,
+        ));
         let core = Arc::new(Self {
             config,
             meta,
             streams: DashMap::new(),
             admin: Mutex::new(()),
-            syncer,
+            logs,
             closed: AtomicBool::new(false),
             retention_stop: RwLock::new(None),
             catalog: watch::channel(0).0,
@@ -84,9 +87,9 @@ impl Core {
     pub fn apply_retention(&self) {
         let now = now_ms();
         for s in self.list_streams() {
-            for p in s.partitions() {
+            for (i, p) in s.partitions().iter().enumerate() {
                 if let Err(e) = p.apply_retention(now) {
-                    warn!(stream = %s.name, partition = p.index, error = %e, "retention failed");
+                    warn!(stream = %s.name, partition = i, error = %e, "retention failed");
                 }
             }
         }
@@ -97,22 +100,13 @@ impl Core {
         &self.config
     }
 
-    fn partition_dir(&self, name: &str, index: u32) -> PathBuf {
-        self.config
-            .data_dir
-            .join("streams")
-            .join(format!("{name}-{index}"))
-    }
-
-    fn open_partition(&self, name: &str, index: u32, cfg: &StreamConfig) -> Result<Arc<Partition>> {
-        Partition::open(
-            name,
-            index,
-            self.partition_dir(name, index),
-            cfg.clone(),
-            self.config.fsync,
-            self.syncer.clone(),
-        )
+    fn open_partition(
+        &self,
+        name: &str,
+        index: u32,
+        cfg: &StreamConfig,
+    ) -> Result<Arc<dyn PartitionLog>> {
+        self.logs.open(name, index, cfg)
     }
 
     fn open_stream(&self, m: &StreamMeta) -> Result<Arc<Stream>> {
@@ -216,10 +210,7 @@ impl Core {
         };
         // Leftover directories of a deleted stream of the same name must not resurrect old data.
         for i in 0..meta.config.partitions {
-            let d = self.partition_dir(name, i);
-            if d.exists() {
-                std::fs::remove_dir_all(&d)?;
-            }
+            self.logs.remove(name, i)?;
         }
         let s = self.open_stream(&meta)?;
         self.meta.put_stream(&meta)?;
@@ -255,7 +246,7 @@ impl Core {
             .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
         self.meta.delete_stream(name)?;
         for p in s.partitions() {
-            if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+            if let Err(e) = p.destroy() {
                 warn!(stream = name, error = %e, "could not remove partition directory");
             }
         }
@@ -357,13 +348,13 @@ impl Core {
             drop(tx);
         }
         for s in self.list_streams() {
-            for p in s.partitions() {
-                if let Err(e) = p.sync() {
-                    warn!(stream = %s.name, partition = p.index, error = %e, "final fsync failed");
+            for (i, p) in s.partitions().iter().enumerate() {
+                if let Err(e) = p.flush() {
+                    warn!(stream = %s.name, partition = i, error = %e, "final fsync failed");
                 }
             }
         }
-        self.syncer.shutdown();
+        self.logs.shutdown();
         info!("stream core closed");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`partition`]: a [`Partition`] log — append with idempotent-producer checks, read up to the
 //!   high watermark, live-tail wake-ups, retention.
 //! - [`segment`]: one segment file with its sparse offset and time indexes, and recovery.
+//! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and the embedded [`SegmentLogs`].
 //! - [`commit`]: group commit — one fsync thread shared by all writers.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
 //! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
@@ -18,6 +19,7 @@ pub mod commit;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod log;
 pub mod meta;
 pub mod partition;
 pub mod segment;
@@ -26,6 +28,7 @@ pub mod stream;
 pub use crate::config::{CoreConfig, FsyncPolicy, StreamConfig};
 pub use crate::core::{partition_for_key, Core, PatternSubscription};
 pub use crate::error::{Result, StreamError};
+pub use crate::log::{LogFactory, PartitionLog, SegmentLogs};
 pub use crate::meta::{CommittedOffset, GroupOffset, MetadataStore, StreamMeta};
 pub use crate::partition::{AppendOutcome, DurableTicket, Partition, ReadResult};
 pub use crate::stream::{pattern_matches, validate_name, Stream};

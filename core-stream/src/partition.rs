@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ pub struct AppendOutcome {
 #[derive(Debug)]
 pub struct DurableTicket {
     rx: Option<watch::Receiver<i64>>,
+    failed: Arc<AtomicBool>,
     target: i64,
 }
 
@@ -46,11 +48,17 @@ impl DurableTicket {
     /// Waits until the appended records are durable (per the fsync policy).
     pub async fn wait(self) -> Result<()> {
         let Some(mut rx) = self.rx else { return Ok(()) };
-        let target = self.target;
-        rx.wait_for(|hw| *hw >= target)
+        let (target, failed) = (self.target, self.failed);
+        let reached = rx
+            .wait_for(|hw| *hw >= target || failed.load(Ordering::Acquire))
             .await
-            .map(|_| ())
-            .map_err(|_| StreamError::ShuttingDown)
+            .map(|hw| *hw >= target)
+            .map_err(|_| StreamError::ShuttingDown)?;
+        if reached {
+            Ok(())
+        } else {
+            Err(fsync_failed())
+        }
     }
 }
 
@@ -127,8 +135,13 @@ pub struct Partition {
     inner: Mutex<Inner>,
     /// High watermark: offset after the last record readers may see (durable under `always`).
     hw: watch::Sender<i64>,
+    /// Set when an fsync failed: what was written may not be on disk, so nothing more is
+    /// acknowledged or accepted (like Kafka taking a log directory offline).
+    failed: Arc<AtomicBool>,
     listeners: Mutex<Vec<Weak<Notify>>>,
     syncer: Arc<Syncer>,
+    /// Self-reference: the syncer queue holds partitions by `Arc`.
+    me: Weak<Partition>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -204,7 +217,8 @@ impl Partition {
             producers,
             write_buf: Vec::new(),
         };
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             stream: stream.to_string(),
             index,
             dir,
@@ -212,6 +226,7 @@ impl Partition {
             config: RwLock::new(config),
             inner: Mutex::new(inner),
             hw: watch::channel(next).0,
+            failed: Arc::new(AtomicBool::new(false)),
             listeners: Mutex::new(Vec::new()),
             syncer,
         }))
@@ -243,7 +258,10 @@ impl Partition {
 
     /// Appends already validated batches (see [`batch::validate_all`]); assigns offsets,
     /// checks idempotent-producer sequences and returns a ticket that resolves once durable.
-    pub fn append(self: &Arc<Self>, data: &[u8], headers: &[BatchHeader]) -> Result<AppendOutcome> {
+    pub fn append(&self, data: &[u8], headers: &[BatchHeader]) -> Result<AppendOutcome> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(fsync_failed());
+        }
         let now = now_ms();
         let (segment_bytes, segment_ms) = {
             let c = self.config.read().unwrap_or_else(|e| e.into_inner());
@@ -312,7 +330,9 @@ impl Partition {
                 if !inner.queued {
                     inner.queued = true;
                     drop(inner);
-                    self.syncer.enqueue(self.clone());
+                    if let Some(me) = self.me.upgrade() {
+                        self.syncer.enqueue(me);
+                    }
                 }
             }
             FsyncPolicy::Interval | FsyncPolicy::Never => {
@@ -323,7 +343,9 @@ impl Partition {
                 if self.fsync == FsyncPolicy::Interval && !inner.queued {
                     inner.queued = true;
                     drop(inner);
-                    self.syncer.enqueue_lazy(self.clone());
+                    if let Some(me) = self.me.upgrade() {
+                        self.syncer.enqueue_lazy(me);
+                    }
                 } else {
                     drop(inner);
                 }
@@ -342,6 +364,7 @@ impl Partition {
     fn ticket(&self, target: i64) -> DurableTicket {
         DurableTicket {
             rx: (self.fsync == FsyncPolicy::Always).then(|| self.hw.subscribe()),
+            failed: self.failed.clone(),
             target,
         }
     }
@@ -361,14 +384,18 @@ impl Partition {
     }
 
     /// Called by the syncer: fsyncs what is written and advances the high watermark.
-    pub(crate) fn sync(&self) -> Result<()> {
+    pub fn sync(&self) -> Result<()> {
         let (file, seg, pos, next) = {
             let mut inner = self.lock();
             inner.queued = false;
             let a = inner.active();
             (a.file.clone(), a.base_offset, a.size, a.next_offset)
         };
-        file.sync_data()?;
+        if let Err(e) = file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            self.hw.send_modify(|_| ()); // wake waiters so they see the failure
+            return Err(e.into());
+        }
         if self.fsync == FsyncPolicy::Always {
             {
                 let mut inner = self.lock();
@@ -541,6 +568,12 @@ impl Partition {
     }
 }
 
+fn fsync_failed() -> StreamError {
+    StreamError::Io(std::io::Error::other(
+        "an fsync of this partition failed; it accepts no more writes",
+    ))
+}
+
 /// Checks an idempotent producer's batch. `Ok(Some(..))` = duplicate of a stored batch.
 fn check_producer(
     producers: &HashMap<i64, ProducerEntry>,
@@ -608,4 +641,50 @@ fn note_producer(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, b
         base_offset,
         last_offset: base_offset + i64::from(h.last_offset_delta),
     });
+}
+
+impl crate::log::PartitionLog for Partition {
+    fn append(&self, data: &[u8], headers: &[BatchHeader]) -> Result<AppendOutcome> {
+        Partition::append(self, data, headers)
+    }
+    fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        Partition::read(self, offset, max_bytes)
+    }
+    fn high_watermark(&self) -> i64 {
+        Partition::high_watermark(self)
+    }
+    fn log_start_offset(&self) -> i64 {
+        Partition::log_start_offset(self)
+    }
+    fn register_listener(&self, n: &Arc<Notify>) {
+        Partition::register_listener(self, n)
+    }
+    fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        Partition::watch_high_watermark(self)
+    }
+    fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        Partition::offset_for_timestamp(self, ts)
+    }
+    fn max_timestamp(&self) -> Option<(i64, i64)> {
+        Partition::max_timestamp(self)
+    }
+    fn size_bytes(&self) -> u64 {
+        Partition::size_bytes(self)
+    }
+    fn set_config(&self, config: StreamConfig) {
+        Partition::set_config(self, config)
+    }
+    fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        Partition::apply_retention(self, now_ms)
+    }
+    fn flush(&self) -> Result<()> {
+        self.sync()
+    }
+    fn destroy(&self) -> Result<()> {
+        fs::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+    fn data_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
 }

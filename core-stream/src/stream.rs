@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::StreamConfig;
 use crate::error::{Result, StreamError};
-use crate::partition::Partition;
+use crate::log::PartitionLog;
 
 /// A named, partitioned, append-only log.
 #[derive(Debug)]
@@ -14,7 +14,7 @@ pub struct Stream {
     /// Stable id (Kafka topic id).
     pub id: [u8; 16],
     pub(crate) config: RwLock<StreamConfig>,
-    pub(crate) partitions: RwLock<Vec<Arc<Partition>>>,
+    pub(crate) partitions: RwLock<Vec<Arc<dyn PartitionLog>>>,
 }
 
 impl Stream {
@@ -27,7 +27,7 @@ impl Stream {
     }
 
     /// All partitions, in index order.
-    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+    pub fn partitions(&self) -> Vec<Arc<dyn PartitionLog>> {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -43,7 +43,7 @@ impl Stream {
     }
 
     /// One partition by index.
-    pub fn partition(&self, index: i32) -> Result<Arc<Partition>> {
+    pub fn partition(&self, index: i32) -> Result<Arc<dyn PartitionLog>> {
         let ps = self.partitions.read().unwrap_or_else(|e| e.into_inner());
         usize::try_from(index)
             .ok()

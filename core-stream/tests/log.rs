@@ -96,7 +96,7 @@ async fn segments_roll_by_size_and_index_lookups_find_every_offset() {
         append(&core, "big", &[rec(i, 1000 + i as i64)]).await;
     }
     let p = core.stream("big").unwrap().partition(0).unwrap();
-    let segs = std::fs::read_dir(p.dir()).unwrap().count();
+    let segs = std::fs::read_dir(p.data_dir().unwrap()).unwrap().count();
     assert!(segs > 5, "expected several segments, found {segs}");
     for off in [0i64, 1, 37, 99, 150, 199] {
         let r = p.read(off, 1).unwrap();
@@ -143,7 +143,7 @@ async fn retention_by_bytes_and_time_deletes_oldest_segments_only() {
     c.retention_ms = 1;
     core.set_stream_config("r", c).unwrap();
     p.apply_retention(now + 3_600_000).unwrap();
-    assert_eq!(std::fs::read_dir(p.dir()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(p.data_dir().unwrap()).unwrap().count(), 1);
     assert_eq!(p.high_watermark(), 100);
     core.shutdown();
 }
@@ -172,7 +172,8 @@ async fn recovery_cuts_a_truncated_final_batch_and_keeps_earlier_data() {
             .unwrap()
             .partition(0)
             .unwrap()
-            .dir()
+            .data_dir()
+            .unwrap()
             .to_path_buf();
         core.shutdown();
     }
@@ -206,7 +207,7 @@ async fn recovery_cuts_from_a_flipped_byte_and_keeps_earlier_batches() {
         }
         let p = core.stream("f").unwrap().partition(0).unwrap();
         batch_len = p.read(0, 1).unwrap().data.len() as u64;
-        pdir = p.dir().to_path_buf();
+        pdir = p.data_dir().unwrap().to_path_buf();
         core.shutdown();
     }
     let seg = last_segment(&pdir);
@@ -412,7 +413,7 @@ async fn segments_roll_by_age_and_reopen_with_every_record() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let p = core.stream("aged").unwrap().partition(0).unwrap();
-        assert_eq!(std::fs::read_dir(p.dir()).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(p.data_dir().unwrap()).unwrap().count(), 3);
         core.shutdown();
     }
     let core = open(dir.path());

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use core_stream::{Partition, ReadResult, StreamError};
+use core_stream::{PartitionLog, ReadResult, StreamError};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::sync::Notify;
@@ -17,7 +17,7 @@ use crate::errors::{code, error_code};
 use crate::KafkaBroker;
 
 struct Want {
-    partition: Result<Arc<Partition>, StreamError>,
+    partition: Result<Arc<dyn PartitionLog>, StreamError>,
     index: i32,
     offset: i64,
     max_bytes: usize,
