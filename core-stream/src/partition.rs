@@ -114,10 +114,10 @@ impl Inner {
     }
     /// Byte limit readers may read to in the segment starting at `base`.
     fn read_limit(&self, seg: &Segment) -> u64 {
-        if seg.base_offset < self.durable_seg {
-            seg.size
-        } else {
-            self.durable_pos.min(seg.size)
+        match seg.base_offset.cmp(&self.durable_seg) {
+            std::cmp::Ordering::Less => seg.size,
+            std::cmp::Ordering::Equal => self.durable_pos.min(seg.size),
+            std::cmp::Ordering::Greater => 0,
         }
     }
 }
@@ -340,16 +340,14 @@ impl Partition {
                 let (seg, pos) = (active.base_offset, active.size);
                 inner.durable_seg = seg;
                 inner.durable_pos = pos;
-                if self.fsync == FsyncPolicy::Interval && !inner.queued {
-                    inner.queued = true;
-                    drop(inner);
-                    if let Some(me) = self.me.upgrade() {
-                        self.syncer.enqueue_lazy(me);
-                    }
-                } else {
-                    drop(inner);
+                self.set_hw(next);
+                let lazy_sync = self.fsync == FsyncPolicy::Interval && !inner.queued;
+                inner.queued |= lazy_sync;
+                drop(inner);
+                if let Some(me) = self.me.upgrade().filter(|_| lazy_sync) {
+                    self.syncer.enqueue_lazy(me);
                 }
-                self.publish_hw(next);
+                self.wake_listeners();
             }
         }
         Ok(AppendOutcome {
@@ -373,11 +371,15 @@ impl Partition {
     fn roll(&self, inner: &mut Inner, now: i64) -> Result<()> {
         let active = inner.active();
         active.file.sync_data()?;
-        let base = active.next_offset;
-        let seg = Segment::create(&self.dir, base, now)?;
-        let old = inner.active();
-        if self.fsync == FsyncPolicy::Always && inner.durable_seg == old.base_offset {
-            inner.durable_pos = old.size;
+        let seg = Segment::create(&self.dir, active.next_offset, now)?;
+        let active = inner.active();
+        // Every earlier segment was synced at its own roll and this one just now: all of it
+        // is durable, so readers may see it.
+        let (old_base, old_size, old_next) = (active.base_offset, active.size, active.next_offset);
+        if self.fsync == FsyncPolicy::Always {
+            inner.durable_seg = old_base;
+            inner.durable_pos = old_size;
+            self.set_hw(old_next);
         }
         inner.segments.push(seg);
         Ok(())
@@ -398,18 +400,22 @@ impl Partition {
         }
         if self.fsync == FsyncPolicy::Always {
             {
+                // The durable position and the high watermark move together under the lock,
+                // so a reader never sees bytes past the watermark it reports.
                 let mut inner = self.lock();
                 if (seg, pos) > (inner.durable_seg, inner.durable_pos) {
                     inner.durable_seg = seg;
                     inner.durable_pos = pos;
                 }
+                self.set_hw(next);
             }
-            self.publish_hw(next);
+            self.wake_listeners();
         }
         Ok(())
     }
 
-    fn publish_hw(&self, next: i64) {
+    /// Advances the high watermark (never backwards). Callers hold the partition lock.
+    fn set_hw(&self, next: i64) {
         self.hw.send_if_modified(|hw| {
             if next > *hw {
                 *hw = next;
@@ -418,6 +424,9 @@ impl Partition {
                 false
             }
         });
+    }
+
+    fn wake_listeners(&self) {
         let mut ls = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         ls.retain(|w| match w.upgrade() {
             Some(n) => {
@@ -446,9 +455,9 @@ impl Partition {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (but at least one batch). `offset == high watermark` returns no data.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        let hw = self.high_watermark();
-        let (file, pos, limit, log_start) = {
+        let (file, pos, limit, log_start, hw) = {
             let inner = self.lock();
+            let hw = self.high_watermark();
             let log_start = inner.log_start;
             if offset < log_start || offset > hw {
                 return Err(StreamError::OffsetOutOfRange {
@@ -477,7 +486,7 @@ impl Partition {
                 }
             }
             match found {
-                Some((f, p, l)) => (f, p, l, log_start),
+                Some((f, p, l)) => (f, p, l, log_start, hw),
                 None => {
                     return Ok(ReadResult {
                         data: Bytes::new(),

@@ -427,3 +427,43 @@ async fn segments_roll_by_age_and_reopen_with_every_record() {
     assert_eq!(append(&core, "aged", &[rec(9, 1)]).await, (3, 3));
     core.shutdown();
 }
+
+#[tokio::test]
+async fn many_rolls_between_fsyncs_keep_reads_within_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(dir.path());
+    core.create_stream("burst", cfg(1024)).unwrap();
+    let p = core.stream("burst").unwrap().partition(0).unwrap();
+    // Append without waiting: several segment rolls happen before the fsync thread catches up.
+    let mut tickets = Vec::new();
+    for i in 0..200 {
+        let b = batch::build_batch(&[rec(i, 1)], None);
+        let h = batch::validate_all(&b).unwrap();
+        tickets.push(p.append(&b, &h).unwrap());
+        // Whatever is readable now is below the high watermark it reports.
+        let hw = p.high_watermark();
+        if hw > 0 {
+            let r = p.read(0, 1 << 20).unwrap();
+            let mut data = r.data.clone();
+            while !data.is_empty() {
+                let (_, size) = batch::peek_frame(&data).unwrap();
+                let h = batch::validate(&data.split_to(size)).unwrap();
+                assert!(
+                    h.last_offset() < r.high_watermark,
+                    "read {h:?} past hw {}",
+                    r.high_watermark
+                );
+            }
+        }
+    }
+    for t in tickets {
+        t.durable.wait().await.unwrap();
+    }
+    assert_eq!(p.high_watermark(), 200);
+    let all = read_all(&core, "burst");
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<i64>>()
+    );
+    core.shutdown();
+}
