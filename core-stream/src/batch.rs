@@ -322,7 +322,10 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
         if len < 0 {
             return Err(StreamError::CorruptBatch("negative record length"));
         }
-        let end = r.pos + len as usize;
+        let end = r
+            .pos
+            .checked_add(len as usize)
+            .ok_or(StreamError::CorruptBatch("record length overflows"))?;
         let _attrs = r.take(1)?;
         let ts_delta = r.varint()?;
         let off_delta = r.varint()?;
@@ -345,8 +348,8 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
             return Err(StreamError::CorruptBatch("record length mismatch"));
         }
         out.push(Record {
-            offset: h.base_offset + off_delta,
-            timestamp: h.first_timestamp + ts_delta,
+            offset: h.base_offset.wrapping_add(off_delta),
+            timestamp: h.first_timestamp.wrapping_add(ts_delta),
             key,
             value,
             headers,

@@ -104,6 +104,10 @@ pub const RETENTION_BYTES: &str = "retention.bytes";
 pub const SEGMENT_BYTES: &str = "segment.bytes";
 /// See [`RETENTION_MS`].
 pub const SEGMENT_MS: &str = "segment.ms";
+/// Smallest `segment.bytes` a client may set: every segment keeps a file open.
+pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
+/// Smallest `segment.ms` a client may set, for the same reason.
+pub const MIN_SEGMENT_MS: i64 = 60_000;
 /// Only `delete` is supported; compaction is not built.
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
 
@@ -117,15 +121,15 @@ impl StreamConfig {
             RETENTION_BYTES => self.retention_bytes = int()?.max(-1),
             SEGMENT_BYTES => {
                 let v = int()?;
-                if v < 1024 {
-                    return Err(bad("must be at least 1024"));
+                if v < MIN_SEGMENT_BYTES {
+                    return Err(bad("must be at least 1048576"));
                 }
                 self.segment_bytes = v as u64;
             }
             SEGMENT_MS => {
                 let v = int()?;
-                if v < 1 {
-                    return Err(bad("must be positive"));
+                if v < MIN_SEGMENT_MS {
+                    return Err(bad("must be at least 60000"));
                 }
                 self.segment_ms = v;
             }

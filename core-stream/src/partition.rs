@@ -98,6 +98,8 @@ struct Inner {
     durable_pos: u64,
     producers: HashMap<i64, ProducerEntry>,
     write_buf: Vec<u8>,
+    /// Closed segments whose data the syncer has not fsync'd yet.
+    unsynced: Vec<Arc<std::fs::File>>,
 }
 
 impl Inner {
@@ -197,6 +199,9 @@ impl Partition {
         }
         let log_start = segments[0].base_offset;
         let active = segments.last().expect("non-empty");
+        // The tail may be in the page cache only (written, never acknowledged, then a crash of
+        // the process): make it durable before it counts toward the high watermark.
+        active.file.sync_data()?;
         let (next, durable_seg, durable_pos) =
             (active.next_offset, active.base_offset, active.size);
         if bases.len() > 1 || next > 0 {
@@ -216,6 +221,7 @@ impl Partition {
             durable_pos,
             producers,
             write_buf: Vec::new(),
+            unsynced: Vec::new(),
         };
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -367,19 +373,14 @@ impl Partition {
         }
     }
 
-    /// Closes the active segment (fsync'd, so everything before the new one is durable) and starts another.
+    /// Closes the active segment and starts another. The closed file is handed to the syncer
+    /// (no fsync on the append path); its data becomes visible when the syncer has synced it.
     fn roll(&self, inner: &mut Inner, now: i64) -> Result<()> {
         let active = inner.active();
-        active.file.sync_data()?;
-        let seg = Segment::create(&self.dir, active.next_offset, now)?;
-        let active = inner.active();
-        // Every earlier segment was synced at its own roll and this one just now: all of it
-        // is durable, so readers may see it.
-        let (old_base, old_size, old_next) = (active.base_offset, active.size, active.next_offset);
-        if self.fsync == FsyncPolicy::Always {
-            inner.durable_seg = old_base;
-            inner.durable_pos = old_size;
-            self.set_hw(old_next);
+        let (old_file, next) = (active.file.clone(), active.next_offset);
+        let seg = Segment::create(&self.dir, next, now)?;
+        if self.fsync != FsyncPolicy::Never {
+            inner.unsynced.push(old_file);
         }
         inner.segments.push(seg);
         Ok(())
@@ -387,13 +388,21 @@ impl Partition {
 
     /// Called by the syncer: fsyncs what is written and advances the high watermark.
     pub fn sync(&self) -> Result<()> {
-        let (file, seg, pos, next) = {
+        let (closed, file, seg, pos, next) = {
             let mut inner = self.lock();
             inner.queued = false;
+            let closed = std::mem::take(&mut inner.unsynced);
             let a = inner.active();
-            (a.file.clone(), a.base_offset, a.size, a.next_offset)
+            (closed, a.file.clone(), a.base_offset, a.size, a.next_offset)
         };
-        if let Err(e) = file.sync_data() {
+        // Closed segments first, then the active one: everything before `pos` is then on disk.
+        if let Err(e) = closed
+            .iter()
+            .chain(std::iter::once(&file))
+            .try_for_each(|f| f.sync_data())
+        {
+            // The kernel may have dropped the dirty pages: nothing written since the last good
+            // fsync can be vouched for, so fail the waiters and refuse further writes.
             self.failed.store(true, Ordering::Release);
             self.hw.send_modify(|_| ()); // wake waiters so they see the failure
             return Err(e.into());

@@ -199,16 +199,19 @@ impl Segment {
 
     /// Records a batch that now sits at `pos` in the indexes and counters.
     fn note_batch(&mut self, h: &BatchHeader, pos: u64) {
-        if self.bytes_since_index >= INDEX_INTERVAL_BYTES {
-            self.offset_index.push(h.base_offset, pos);
-            self.bytes_since_index = 0;
-        }
-        self.bytes_since_index += h.size as u64;
         if h.max_timestamp > self.max_timestamp {
             self.max_timestamp = h.max_timestamp;
             self.offset_of_max_timestamp = h.last_offset();
-            self.time_index.push(h.max_timestamp, h.base_offset);
         }
+        // Both indexes are sparse: one entry per INDEX_INTERVAL_BYTES. A time entry holds the
+        // running maximum timestamp up to and including its batch, so every batch before the
+        // entry is older than it, and a lookup scans forward from the last smaller entry.
+        if self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.offset_index.push(h.base_offset, pos);
+            self.time_index.push(self.max_timestamp, h.base_offset);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.size as u64;
         self.size = pos + h.size as u64;
         self.next_offset = h.last_offset() + 1;
     }

@@ -37,6 +37,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Largest record batch one produce may append (bytes).
     pub max_batch_bytes: usize,
+    /// Largest amount of record data one fetch answer carries (Kafka's `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
     /// Delay before a new consumer group's first rebalance completes (ms).
     pub group_initial_rebalance_delay_ms: u64,
     /// MQTT listener address (front-end not built yet).
@@ -65,6 +67,7 @@ impl Default for Config {
             auto_create_topics: true,
             max_request_bytes: 16 * 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
             group_initial_rebalance_delay_ms: 300,
             mqtt_listen: "0.0.0.0:1883".into(),
             amqp_listen: "0.0.0.0:5672".into(),
@@ -107,6 +110,36 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or conflux_kafka=debug.
     #[arg(long, env = "CONFLUX_LOG")]
     pub log: Option<String>,
+    /// Background fsync period under fsync=interval (ms).
+    #[arg(long, env = "CONFLUX_FSYNC_INTERVAL_MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Default time retention of new streams (ms, -1 = forever).
+    #[arg(long, env = "CONFLUX_RETENTION_MS", allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default size retention per partition of new streams (bytes, -1 = unbounded).
+    #[arg(long, env = "CONFLUX_RETENTION_BYTES", allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default segment file size (bytes).
+    #[arg(long, env = "CONFLUX_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// How often retention runs (ms).
+    #[arg(long, env = "CONFLUX_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Create unknown topics on Metadata/Produce (true/false).
+    #[arg(long, env = "CONFLUX_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Largest Kafka request frame (bytes).
+    #[arg(long, env = "CONFLUX_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Largest record set one partition of a produce may carry (bytes).
+    #[arg(long, env = "CONFLUX_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<usize>,
+    /// Largest amount of record data in one fetch answer (bytes).
+    #[arg(long, env = "CONFLUX_FETCH_MAX_BYTES")]
+    pub fetch_max_bytes: Option<usize>,
+    /// Delay before a new consumer group's first rebalance completes (ms).
+    #[arg(long, env = "CONFLUX_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 impl Config {
@@ -134,9 +167,81 @@ impl Config {
             fsync,
             log
         );
-        if c.default_partitions == 0 {
-            return Err("default_partitions must be at least 1".into());
+        over!(
+            fsync_interval_ms,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            retention_check_interval_ms,
+            auto_create_topics
+        );
+        over!(
+            max_request_bytes,
+            max_batch_bytes,
+            fetch_max_bytes,
+            group_initial_rebalance_delay_ms
+        );
+        let checks: [(bool, &str); 6] = [
+            (
+                c.default_partitions == 0,
+                "default_partitions must be at least 1",
+            ),
+            (
+                c.fsync_interval_ms == 0,
+                "fsync_interval_ms must be at least 1",
+            ),
+            (
+                c.segment_bytes < 4096,
+                "segment_bytes must be at least 4096",
+            ),
+            (
+                c.max_request_bytes < 1024,
+                "max_request_bytes must be at least 1024",
+            ),
+            (
+                c.max_batch_bytes == 0 || c.max_batch_bytes > c.max_request_bytes,
+                "max_batch_bytes must be 1..=max_request_bytes",
+            ),
+            (c.fetch_max_bytes == 0, "fetch_max_bytes must be at least 1"),
+        ];
+        if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err((*why).to_string());
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_are_overridden_by_flags_and_bad_values_refused() {
+        let dir = std::env::temp_dir().join(format!("conflux-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("conflux.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/c\"\ndefault_partitions = 3\nfsync = \"interval\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            default_partitions: Some(5),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!(c.default_partitions, 5, "flag beats file");
+        assert_eq!(c.fsync, FsyncPolicy::Interval);
+        assert_eq!(c.kafka_listen, "0.0.0.0:9092", "default kept");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        assert!(Config::load(&args).unwrap_err().contains("no_such_key"));
+        let zero = ServeArgs {
+            fsync_interval_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

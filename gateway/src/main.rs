@@ -103,6 +103,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         advertised_port: port,
         auto_create_topics: cfg.auto_create_topics,
         max_request_bytes: cfg.max_request_bytes,
+        fetch_max_bytes: cfg.fetch_max_bytes,
         group_initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
         ..Default::default()
     };

@@ -599,6 +599,22 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             match g.state {
                 GroupState::PreparingRebalance => {
+                    // A member that has not rejoined and has gone silent for its session
+                    // timeout is gone (crashed): don't hold the round for the rebalance timeout.
+                    let silent: Vec<String> = g
+                        .members
+                        .iter()
+                        .filter(|(_, m)| {
+                            !m.joined && now.duration_since(m.last_seen) > m.session_timeout
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for id in &silent {
+                        g.remove_member(id);
+                    }
+                    if !silent.is_empty() {
+                        info!(members = ?silent, "session timeout during rebalance: removing members");
+                    }
                     let force = now >= g.rebalance_deadline;
                     g.try_complete_join(now, force);
                 }
@@ -623,9 +639,8 @@ impl GroupCoordinator {
                 GroupState::Empty => {}
             }
         }
-        groups.retain(|_, g| {
-            g.state != GroupState::Empty || !g.members.is_empty() || g.generation == 0
-        });
+        // Forget groups with no members (their committed offsets live in the core).
+        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty());
     }
 }
 

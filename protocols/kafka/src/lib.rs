@@ -44,6 +44,8 @@ pub struct KafkaConfig {
     pub group_initial_rebalance_delay: Duration,
     /// Upper bound on a fetch's `max_wait_ms`.
     pub max_fetch_wait: Duration,
+    /// Upper bound on the data one fetch answer carries (Kafka's `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -56,6 +58,7 @@ impl Default for KafkaConfig {
             max_request_bytes: 16 * 1024 * 1024,
             group_initial_rebalance_delay: Duration::from_millis(300),
             max_fetch_wait: Duration::from_secs(30),
+            fetch_max_bytes: 55 * 1024 * 1024,
         }
     }
 }

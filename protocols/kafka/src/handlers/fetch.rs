@@ -3,6 +3,7 @@
 //! is no polling loop. Incremental fetch sessions are declined (session id 0), which the
 //! protocol allows: clients then send full fetch requests.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +31,22 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
             .with_error_code(code::FETCH_SESSION_ID_NOT_FOUND)
             .with_session_id(0);
     }
+    // The broker's cap bounds memory per fetch whatever the client asks (<= 0 means "no limit"
+    // to some clients: they get the cap).
+    let cap = b.config.fetch_max_bytes;
+    let max_bytes = match req.max_bytes {
+        m if m <= 0 => cap,
+        m => (m as usize).min(cap),
+    };
+    let mut seen = HashSet::new();
     let mut topics: Vec<(TopicName, Vec<Want>)> = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let stream = b.core.stream(&t.topic.0);
         let wants = t
             .partitions
             .into_iter()
+            // A partition named twice is answered once.
+            .filter(|p| seen.insert((t.topic.0.clone(), p.partition)))
             .map(|p| Want {
                 partition: match &stream {
                     Some(s) => s.partition(p.partition),
@@ -43,7 +54,7 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
                 },
                 index: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
+                max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
             })
             .collect();
         topics.push((t.topic, wants));
@@ -51,11 +62,6 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(b.config.max_fetch_wait);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
     let notify = Arc::new(Notify::new());
     for (_, wants) in &topics {
         for w in wants {
@@ -109,7 +115,14 @@ fn collect(
                     log_start_offset: p.log_start_offset(),
                 })
             } else {
-                p.read(w.offset, w.max_bytes.min(room))
+                p.read(w.offset, w.max_bytes.min(room)).map(|mut r| {
+                    // Only the first partition with data may exceed the budget (to make progress
+                    // past a batch larger than max_bytes), as in Kafka (KIP-74).
+                    if total > 0 && r.data.len() > room {
+                        r.data = bytes::Bytes::new();
+                    }
+                    r
+                })
             };
             parts.push(match res {
                 Ok(r) => {

@@ -2,7 +2,7 @@
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use core_stream::{CommittedOffset, GroupOffset};
@@ -55,19 +55,38 @@ pub fn find_coordinator(
 }
 
 /// JoinGroup: waits for the round to complete.
-pub async fn join(b: Arc<KafkaBroker>, ctx: Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
+/// The membership change happens now (in request order); the returned future waits for the round.
+pub fn join(
+    b: &KafkaBroker,
+    ctx: Ctx,
+    req: JoinGroupRequest,
+) -> impl Future<Output = JoinGroupResponse> + Send {
     let session = req.session_timeout_ms;
-    if !(1000..=30 * 60 * 1000).contains(&session) {
-        return JoinGroupResponse::default()
-            .with_error_code(code::INVALID_SESSION_TIMEOUT)
-            .with_generation_id(-1);
+    let rx = (1000..=30 * 60 * 1000)
+        .contains(&session)
+        .then(|| join_now(b, &ctx, req));
+    async move {
+        let Some(rx) = rx else {
+            return JoinGroupResponse::default()
+                .with_error_code(code::INVALID_SESSION_TIMEOUT)
+                .with_generation_id(-1);
+        };
+        join_answer(&ctx, rx.await)
     }
+}
+
+fn join_now(
+    b: &KafkaBroker,
+    ctx: &Ctx,
+    req: JoinGroupRequest,
+) -> tokio::sync::oneshot::Receiver<group::JoinResult> {
+    let session = req.session_timeout_ms;
     let rebalance = if ctx.version >= 1 {
         req.rebalance_timeout_ms
     } else {
         session
     };
-    let rx = b.groups.join(group::JoinRequest {
+    b.groups.join(group::JoinRequest {
         group: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),
@@ -80,8 +99,14 @@ pub async fn join(b: Arc<KafkaBroker>, ctx: Ctx, req: JoinGroupRequest) -> JoinG
             .collect(),
         session_timeout: Duration::from_millis(session as u64),
         rebalance_timeout: Duration::from_millis(rebalance.max(0) as u64),
-    });
-    let r = match rx.await {
+    })
+}
+
+fn join_answer(
+    ctx: &Ctx,
+    r: Result<group::JoinResult, tokio::sync::oneshot::error::RecvError>,
+) -> JoinGroupResponse {
+    let r = match r {
         Ok(r) => r,
         Err(_) => {
             return JoinGroupResponse::default()
@@ -110,7 +135,12 @@ pub async fn join(b: Arc<KafkaBroker>, ctx: Ctx, req: JoinGroupRequest) -> JoinG
 }
 
 /// SyncGroup: the leader hands out assignments; everyone waits for theirs.
-pub async fn sync(b: Arc<KafkaBroker>, ctx: Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
+/// The leader's assignment is applied now (in request order); the future waits for this member's.
+pub fn sync(
+    b: &KafkaBroker,
+    ctx: Ctx,
+    req: SyncGroupRequest,
+) -> impl Future<Output = SyncGroupResponse> + Send {
     let rx = b.groups.sync(
         &req.group_id.0,
         &req.member_id,
@@ -120,13 +150,15 @@ pub async fn sync(b: Arc<KafkaBroker>, ctx: Ctx, req: SyncGroupRequest) -> SyncG
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     );
-    match rx.await {
-        Ok(r) => SyncGroupResponse::default()
-            .with_error_code(r.error)
-            .with_assignment(r.assignment)
-            .with_protocol_name(r.protocol.filter(|_| ctx.version >= 5).map(s))
-            .with_protocol_type(r.protocol_type.filter(|_| ctx.version >= 5).map(s)),
-        Err(_) => SyncGroupResponse::default().with_error_code(code::REBALANCE_IN_PROGRESS),
+    async move {
+        match rx.await {
+            Ok(r) => SyncGroupResponse::default()
+                .with_error_code(r.error)
+                .with_assignment(r.assignment)
+                .with_protocol_name(r.protocol.filter(|_| ctx.version >= 5).map(s))
+                .with_protocol_type(r.protocol_type.filter(|_| ctx.version >= 5).map(s)),
+            Err(_) => SyncGroupResponse::default().with_error_code(code::REBALANCE_IN_PROGRESS),
+        }
     }
 }
 

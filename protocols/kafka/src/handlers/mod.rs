@@ -130,12 +130,18 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
             v,
             ResponseKind::FindCoordinator(groups::find_coordinator(&b, &ctx, r)),
         ),
-        RequestKind::JoinGroup(r) => respond(corr, v, async move {
-            Some(ResponseKind::JoinGroup(groups::join(b, ctx, r).await))
-        }),
-        RequestKind::SyncGroup(r) => respond(corr, v, async move {
-            Some(ResponseKind::SyncGroup(groups::sync(b, ctx, r).await))
-        }),
+        RequestKind::JoinGroup(r) => {
+            let joined = groups::join(&b, ctx, r);
+            respond(corr, v, async move {
+                Some(ResponseKind::JoinGroup(joined.await))
+            })
+        }
+        RequestKind::SyncGroup(r) => {
+            let synced = groups::sync(&b, ctx, r);
+            respond(corr, v, async move {
+                Some(ResponseKind::SyncGroup(synced.await))
+            })
+        }
         RequestKind::Heartbeat(r) => {
             ready(corr, v, ResponseKind::Heartbeat(groups::heartbeat(&b, r)))
         }
@@ -147,7 +153,7 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
         RequestKind::OffsetCommit(r) => ready(
             corr,
             v,
-            ResponseKind::OffsetCommit(groups::offset_commit(&b, r)),
+            blocking(|| ResponseKind::OffsetCommit(groups::offset_commit(&b, r))),
         ),
         RequestKind::OffsetFetch(r) => ready(
             corr,
@@ -167,17 +173,17 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
         RequestKind::CreateTopics(r) => ready(
             corr,
             v,
-            ResponseKind::CreateTopics(admin::create_topics(&b, &ctx, r)),
+            blocking(|| ResponseKind::CreateTopics(admin::create_topics(&b, &ctx, r))),
         ),
         RequestKind::DeleteTopics(r) => ready(
             corr,
             v,
-            ResponseKind::DeleteTopics(admin::delete_topics(&b, &ctx, r)),
+            blocking(|| ResponseKind::DeleteTopics(admin::delete_topics(&b, &ctx, r))),
         ),
         RequestKind::CreatePartitions(r) => ready(
             corr,
             v,
-            ResponseKind::CreatePartitions(admin::create_partitions(&b, r)),
+            blocking(|| ResponseKind::CreatePartitions(admin::create_partitions(&b, r))),
         ),
         RequestKind::DescribeConfigs(r) => ready(
             corr,
@@ -187,7 +193,7 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
         RequestKind::InitProducerId(r) => ready(
             corr,
             v,
-            ResponseKind::InitProducerId(admin::init_producer_id(&b, r)),
+            blocking(|| ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
         ),
         other => {
             return Err(format!(
@@ -198,6 +204,12 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
             ))
         }
     })
+}
+
+/// Runs a handler that writes the metadata store (a redb commit with fsync) in request order,
+/// while letting the runtime move other tasks off this worker thread meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// Kafka string from a Rust string.
