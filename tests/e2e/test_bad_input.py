@@ -479,3 +479,24 @@ def test_api_versions_v7_gets_v0_unsupported_version_answer(guarded):
     assert error == 35, f"expected UNSUPPORTED_VERSION (35), got {error}"
     assert 18 in apis, "the answer must tell the client which ApiVersions versions exist"
     assert apis[18][0] == 0
+
+
+def test_fetch_naming_one_partition_thousands_of_times_with_no_byte_limit(guarded):
+    """A 1 MiB-class Fetch v4 naming the canary partition 20,000 times with max_bytes=0 and
+    partition_max_bytes=2^31-1 must not make the broker read (or allocate) per entry: the
+    partition is answered once and the answer is small."""
+    n = 20_000
+    part = i32(0) + i64(0) + i32(0x7FFFFFFF)  # partition, fetch_offset, partition_max_bytes
+    body = (
+        i32(-1) + i32(0) + i32(0) + i32(0) + i8(0)  # replica, max_wait, min_bytes, max_bytes, isolation
+        + i32(1) + string(CANARY) + i32(n) + part * n
+    )
+    out = exchange(guarded.port, frame(header_v1(1, 4, 5150) + body))
+    assert out.frame is not None, out
+    r = Reader(out.frame)
+    assert r.i32() == 5150  # correlation id
+    r.i32()  # throttle
+    assert r.i32() == 1  # one topic
+    assert r.string() == CANARY
+    assert r.i32() == 1, "the partition named 20,000 times is answered once"
+    assert len(out.frame) < 64 * 1024
