@@ -49,7 +49,17 @@ def start_broker(binary, extra):
     sys.exit("broker did not start; see " + log.name)
 
 
+def peak_rss_mib(pid):
+    """The broker's peak resident memory (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def stop_broker(proc, data):
+    print(f"broker peak RSS: {peak_rss_mib(proc.pid):.1f} MiB")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     shutil.rmtree(data, ignore_errors=True)
