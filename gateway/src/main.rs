@@ -87,7 +87,30 @@ fn core_config(cfg: &Config) -> CoreConfig {
     c
 }
 
+/// Raises the open-file limit to its hard maximum: every segment of every partition keeps a
+/// file open, and every client a socket (the common soft default of 1024 is far too low).
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                let old = lim.rlim_cur;
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    info!(from = old, to = lim.rlim_max, "raised the open-file limit");
+                }
+            }
+        }
+    }
+}
+
 async fn serve(cfg: Config) -> Result<(), String> {
+    raise_open_file_limit();
     let core = Core::open(core_config(&cfg))
         .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
