@@ -20,6 +20,8 @@ pub mod code {
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     /// Coordinator is shutting down / not ready.
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    /// This broker is not (or no longer) the group's coordinator: look it up again.
+    pub const NOT_COORDINATOR: i16 = 16;
     /// Topic name is not legal.
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     /// Generation does not match the group's.

@@ -592,6 +592,22 @@ impl GroupCoordinator {
         })
     }
 
+    /// Answers every member waiting in a join or sync with NOT_COORDINATOR (the broker is
+    /// stopping), so their connections can finish and close promptly.
+    pub fn close(&self) {
+        let mut groups = self.lock();
+        for g in groups.values_mut() {
+            for (id, m) in g.members.iter_mut() {
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(JoinResult::error(code::NOT_COORDINATOR, id));
+                }
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncResult::error(code::NOT_COORDINATOR));
+                }
+            }
+        }
+    }
+
     /// Expires silent members and completes overdue join rounds. Called by [`run_timers`].
     pub fn tick(&self) {
         let now = Instant::now();
@@ -652,7 +668,10 @@ pub async fn run_timers(b: Arc<KafkaBroker>) {
     loop {
         tokio::select! {
             _ = every.tick() => b.groups.tick(),
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = crate::stopped(&mut shutdown) => {
+                b.groups.close();
+                return;
+            }
         }
     }
 }
