@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 import threading
 
 import pytest
@@ -105,8 +106,13 @@ def test_clean_restart_keeps_records_topics_and_group_offsets(broker_factory, si
     assert more == [(p, counts[p]) for p in range(3)]
 
 
-def test_kill9_loses_no_acknowledged_record(broker_factory):
-    broker = broker_factory()
+@pytest.mark.parametrize(
+    "extra_args",
+    [(), ("--segment-bytes", "65536")],
+    ids=["one-segment", "many-segment-rolls"],
+)
+def test_kill9_loses_no_acknowledged_record(broker_factory, extra_args):
+    broker = broker_factory(extra_args=extra_args)
     topic = "crash"
     create_topic(broker.bootstrap, topic, 3)
     tps = [TopicPartition(topic, p) for p in range(3)]
@@ -169,6 +175,9 @@ def test_kill9_loses_no_acknowledged_record(broker_factory):
     acked_snapshot = dict(acked)
     assert len(acked_snapshot) >= 20000
 
+    if extra_args:
+        segments = list((Path(broker.data_dir) / "streams" / f"{topic}-0").glob("*.log"))
+        assert len(segments) > 3, f"expected segment rolls before the crash, found {len(segments)}"
     broker.start()
     records, ends = read_topic(broker.bootstrap, topic, timeout=120)
     stored = {(r.partition, r.offset): r.value for r in records}
