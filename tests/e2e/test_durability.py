@@ -108,7 +108,7 @@ def test_clean_restart_keeps_records_topics_and_group_offsets(broker_factory, si
 
 @pytest.mark.parametrize(
     "extra_args",
-    [(), ("--segment-bytes", "65536")],
+    [(), ("--segment-bytes", "16384")],
     ids=["one-segment", "many-segment-rolls"],
 )
 def test_kill9_loses_no_acknowledged_record(broker_factory, extra_args):
@@ -177,7 +177,7 @@ def test_kill9_loses_no_acknowledged_record(broker_factory, extra_args):
 
     if extra_args:
         segments = list((Path(broker.data_dir) / "streams" / f"{topic}-0").glob("*.log"))
-        assert len(segments) > 3, f"expected segment rolls before the crash, found {len(segments)}"
+        assert len(segments) >= 3, f"expected segment rolls before the crash, found {len(segments)}"
     broker.start()
     records, ends = read_topic(broker.bootstrap, topic, timeout=120)
     stored = {(r.partition, r.offset): r.value for r in records}

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::errors::KafkaError;
 use crate::handlers;
 use crate::KafkaBroker;
 
@@ -26,7 +27,7 @@ pub type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 enum FrameError {
     Eof,
     Io(std::io::Error),
-    Refused(String),
+    Refused(KafkaError),
 }
 
 async fn read_frame(rd: &mut (impl AsyncReadExt + Unpin), max: usize) -> Result<Bytes, FrameError> {
@@ -38,9 +39,7 @@ async fn read_frame(rd: &mut (impl AsyncReadExt + Unpin), max: usize) -> Result<
     }
     let size = i32::from_be_bytes(len);
     if size < 8 || size as usize > max {
-        return Err(FrameError::Refused(format!(
-            "request size {size} outside 8..={max}"
-        )));
+        return Err(FrameError::Refused(KafkaError::FrameSize { size, max }));
     }
     let size = size as usize;
     // Grow with the bytes that actually arrive: a large claimed size reserves nothing up front.
@@ -51,10 +50,10 @@ async fn read_frame(rd: &mut (impl AsyncReadExt + Unpin), max: usize) -> Result<
         .await
         .map_err(FrameError::Io)?;
     if buf.len() < size {
-        return Err(FrameError::Refused(format!(
-            "truncated request: {} of {size} bytes",
-            buf.len()
-        )));
+        return Err(FrameError::Refused(KafkaError::Truncated {
+            got: buf.len(),
+            want: size,
+        }));
     }
     Ok(Bytes::from(buf))
 }

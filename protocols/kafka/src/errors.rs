@@ -1,6 +1,52 @@
-//! The one mapping from core errors to Kafka error codes.
+//! This crate's error type (why a connection is closed) and the one mapping from core
+//! errors to Kafka error codes.
 
 use core_stream::StreamError;
+
+use crate::guard::GuardError;
+
+/// Why a request could not be served and its connection is closed (logged as the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The size prefix is negative, too small, or over `max_request_bytes`.
+    #[error("request size {size} outside 8..={max}")]
+    FrameSize {
+        /// Size the client claimed.
+        size: i32,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The connection ended inside a frame.
+    #[error("truncated request: {got} of {want} bytes")]
+    Truncated {
+        /// Bytes received.
+        got: usize,
+        /// Bytes claimed.
+        want: usize,
+    },
+    /// The guard refused the frame before decoding (lying lengths, unknown API or version).
+    #[error("refused by the request guard: {0}")]
+    Guard(#[from] GuardError),
+    /// A non-Produce request over the 1 MiB limit.
+    #[error("api key {api_key} request of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// API key.
+        api_key: i16,
+        /// Frame length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// kafka-protocol could not decode a frame the guard accepted (e.g. invalid UTF-8).
+    #[error("undecodable request: {0}")]
+    Decode(String),
+    /// A known API that this broker does not serve.
+    #[error("{0} is not served")]
+    NotServed(String),
+    /// A Produce v0-v2 whose body does not parse.
+    #[error("malformed Produce v{0} request")]
+    MalformedLegacyProduce(i16),
+}
 
 /// Kafka error codes used by this front-end (see the protocol guide's error table).
 pub mod code {

@@ -9,7 +9,8 @@
 //! - [`codec`]: response framing and the protocol-level error answers.
 //! - [`handlers`]: one module per API family (produce, fetch, metadata, offsets, admin, …).
 //! - [`group`]: the classic consumer-group coordinator (join/sync/heartbeat/leave).
-//! - [`errors`]: the one mapping from core errors to Kafka error codes.
+//! - [`errors`]: the crate's error type ([`errors::KafkaError`], why a connection closes) and the
+//!   one mapping from core errors to Kafka error codes.
 
 pub mod codec;
 pub mod connection;

@@ -21,6 +21,7 @@ use tracing::warn;
 
 use crate::codec;
 use crate::connection::Pending;
+use crate::errors::KafkaError;
 use crate::guard::{self, GuardError};
 use crate::KafkaBroker;
 
@@ -58,7 +59,7 @@ fn ready(corr: i32, version: i16, resp: ResponseKind) -> Pending {
 }
 
 /// Handles one request frame (without its size prefix). `Err` closes the connection with the reason.
-pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
+pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaError> {
     let h = match guard::check_request(&frame) {
         Ok(h) => h,
         Err(GuardError::UnsupportedVersion {
@@ -78,23 +79,24 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
             let answer = produce::legacy_unsupported(&frame, v, correlation_id)?;
             return Ok(Box::pin(async move { answer }));
         }
-        Err(e) => return Err(format!("refused request: {e}")),
+        Err(e) => return Err(e.into()),
     };
     // Decoded structs are larger than their wire form (a 2-byte topic entry becomes ~80 bytes),
     // so only Produce, whose records stay as shared bytes, may use large frames.
     if h.api_key != 0 && frame.len() > MAX_NON_PRODUCE_FRAME {
-        return Err(format!(
-            "api key {} request of {} bytes exceeds {MAX_NON_PRODUCE_FRAME}",
-            h.api_key,
-            frame.len()
-        ));
+        return Err(KafkaError::TooLarge {
+            api_key: h.api_key,
+            len: frame.len(),
+            max: MAX_NON_PRODUCE_FRAME,
+        });
     }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, h.header_version)
-        .map_err(|e| format!("bad request header: {e}"))?;
-    let api = ApiKey::try_from(h.api_key).map_err(|_| format!("unknown api key {}", h.api_key))?;
+        .map_err(|e| KafkaError::Decode(format!("request header: {e}")))?;
+    let api = ApiKey::try_from(h.api_key)
+        .map_err(|_| KafkaError::NotServed(format!("api key {}", h.api_key)))?;
     let req = RequestKind::decode(api, &mut buf, h.api_version)
-        .map_err(|e| format!("undecodable {api:?} v{}: {e}", h.api_version))?;
+        .map_err(|e| KafkaError::Decode(format!("{api:?} v{}: {e}", h.api_version)))?;
     let corr = header.correlation_id;
     let v = h.api_version;
     let ctx = Ctx {
@@ -195,14 +197,7 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, String> {
             v,
             blocking(|| ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
         ),
-        other => {
-            return Err(format!(
-                "{:?} is not served",
-                ApiKey::try_from(h.api_key)
-                    .map(|k| format!("{k:?}"))
-                    .unwrap_or_else(|_| format!("{other:?}"))
-            ))
-        }
+        _ => return Err(KafkaError::NotServed(format!("{api:?}"))),
     })
 }
 

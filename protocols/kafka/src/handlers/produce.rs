@@ -118,9 +118,9 @@ pub fn legacy_unsupported(
     frame: &[u8],
     version: i16,
     correlation_id: i32,
-) -> Result<Option<bytes::Bytes>, String> {
+) -> Result<Option<bytes::Bytes>, crate::errors::KafkaError> {
     legacy_answer(frame, version, correlation_id)
-        .ok_or_else(|| format!("malformed Produce v{version} request"))
+        .ok_or(crate::errors::KafkaError::MalformedLegacyProduce(version))
 }
 
 fn legacy_answer(frame: &[u8], version: i16, correlation_id: i32) -> Option<Option<bytes::Bytes>> {
