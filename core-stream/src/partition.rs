@@ -592,6 +592,22 @@ fn fsync_failed() -> StreamError {
     ))
 }
 
+/// Producers remembered per partition; past this the least recently written tenth is forgotten
+/// (a forgotten producer's next batch is accepted like a new producer's, as in Kafka after
+/// `producer.id.expiration.ms`).
+const MAX_PRODUCERS: usize = 10_000;
+
+fn forget_oldest_producers(producers: &mut HashMap<i64, ProducerEntry>) {
+    let mut last: Vec<(i64, i64)> = producers
+        .iter()
+        .map(|(id, e)| (e.recent.back().map_or(-1, |b| b.last_offset), *id))
+        .collect();
+    last.sort_unstable();
+    for (_, id) in last.iter().take(MAX_PRODUCERS / 10) {
+        producers.remove(id);
+    }
+}
+
 /// Checks an idempotent producer's batch. `Ok(Some(..))` = duplicate of a stored batch.
 fn check_producer(
     producers: &HashMap<i64, ProducerEntry>,
@@ -641,6 +657,9 @@ fn check_producer(
 fn note_producer(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, base_offset: i64) {
     if h.producer_id < 0 || h.base_sequence < 0 {
         return;
+    }
+    if producers.len() >= MAX_PRODUCERS && !producers.contains_key(&h.producer_id) {
+        forget_oldest_producers(producers);
     }
     let e = producers.entry(h.producer_id).or_insert(ProducerEntry {
         epoch: h.producer_epoch,

@@ -467,3 +467,30 @@ async fn many_rolls_between_fsyncs_keep_reads_within_the_high_watermark() {
     );
     core.shutdown();
 }
+
+#[tokio::test]
+async fn producer_state_is_bounded_and_forgets_the_least_recent() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(dir.path());
+    core.create_stream("many", cfg(64 << 20)).unwrap();
+    let p = core.stream("many").unwrap().partition(0).unwrap();
+    for pid in 0..10_050i64 {
+        let b = batch::build_batch(&[rec(0, 1)], Some((pid, 0, 0)));
+        p.append(&b, &batch::validate_all(&b).unwrap()).unwrap();
+    }
+    // The newest producer is still known: its retry is recognised as a duplicate...
+    let b = batch::build_batch(&[rec(0, 1)], Some((10_049, 0, 0)));
+    assert!(
+        p.append(&b, &batch::validate_all(&b).unwrap())
+            .unwrap()
+            .duplicate
+    );
+    // ...while the oldest was forgotten, so the same batch is taken as new.
+    let b = batch::build_batch(&[rec(0, 1)], Some((0, 0, 0)));
+    assert!(
+        !p.append(&b, &batch::validate_all(&b).unwrap())
+            .unwrap()
+            .duplicate
+    );
+    core.shutdown();
+}
