@@ -14,6 +14,8 @@
 //! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
 //! - [`config`]: typed settings; [`error`]: the crate's one error type.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod commit;
 pub mod config;

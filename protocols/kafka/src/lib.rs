@@ -12,6 +12,8 @@
 //! - [`errors`]: the crate's error type ([`errors::KafkaError`], why a connection closes) and the
 //!   one mapping from core errors to Kafka error codes.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod connection;
 pub mod errors;
