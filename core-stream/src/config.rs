@@ -145,6 +145,19 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// Returns one named setting to its default (`defaults` = the broker's stream defaults).
+    pub fn unset(&mut self, name: &str, defaults: &StreamConfig) {
+        match name {
+            RETENTION_MS => self.retention_ms = defaults.retention_ms,
+            RETENTION_BYTES => self.retention_bytes = defaults.retention_bytes,
+            SEGMENT_BYTES => self.segment_bytes = defaults.segment_bytes,
+            SEGMENT_MS => self.segment_ms = defaults.segment_ms,
+            _ => {
+                self.extra.remove(name);
+            }
+        }
+    }
+
     /// All settings as (name, value) pairs for describe-style answers.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut v = vec![

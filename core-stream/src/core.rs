@@ -316,6 +316,11 @@ impl Core {
         self.meta.group_offsets(group)
     }
 
+    /// Forgets a group's committed positions.
+    pub fn delete_group_offsets(&self, group: &str) -> Result<()> {
+        self.meta.delete_group(group)
+    }
+
     /// Groups that have committed positions.
     pub fn groups_with_offsets(&self) -> Result<Vec<String>> {
         self.meta.groups()

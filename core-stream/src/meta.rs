@@ -57,6 +57,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>>;
     /// Names of groups with at least one committed position.
     fn groups(&self) -> Result<Vec<String>>;
+    /// Removes every committed position of a group.
+    fn delete_group(&self, group: &str) -> Result<()>;
     /// Hands out a new, never reused producer id.
     fn next_producer_id(&self) -> Result<i64>;
 }
@@ -182,6 +184,15 @@ impl MetadataStore for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    fn delete_group(&self, group: &str) -> Result<()> {
+        self.write(|w| {
+            let mut t = w.open_table(OFFSETS).map_err(db_err)?;
+            let prefix = format!("{group}\0");
+            t.retain(|k, _| !k.starts_with(&prefix)).map_err(db_err)?;
+            Ok(())
+        })
     }
 
     fn next_producer_id(&self) -> Result<i64> {

@@ -261,3 +261,87 @@ def test_produce_v0_is_answered_unsupported_version_per_partition(broker):
     assert (corr, ntopics, resp[10 : 10 + nlen]) == (77, 1, b"old-t")
     nparts, part, err, base = struct.unpack(">iihq", resp[10 + nlen : 10 + nlen + 18])
     assert (nparts, part, err, base) == (1, 0, 35, -1)
+
+
+def _topic_configs(bootstrap, topic):
+    a = KafkaAdminClient(bootstrap_servers=[bootstrap])
+    try:
+        res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {c[0]: c[1] for c in res[0].resources[0][4]}
+    finally:
+        a.close()
+
+
+def test_incremental_alter_configs_sets_and_deletes_topic_settings(broker):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    from confluent_kafka.admin import ConfigResource as CResource
+
+    create_topic(broker.bootstrap, "tunable", 1)
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    default_ms = _topic_configs(broker.bootstrap, "tunable")["retention.ms"]
+    res = CResource("TOPIC", "tunable", incremental_configs=[
+        ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.bytes", "2097152", incremental_operation=AlterConfigOpType.SET),
+    ])
+    client.incremental_alter_configs([res])[res].result(30)
+    cfg = _topic_configs(broker.bootstrap, "tunable")
+    assert (cfg["retention.ms"], cfg["retention.bytes"]) == ("60000", "2097152")
+    res = CResource("TOPIC", "tunable", incremental_configs=[
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+    ])
+    client.incremental_alter_configs([res])[res].result(30)
+    cfg = _topic_configs(broker.bootstrap, "tunable")
+    assert (cfg["retention.ms"], cfg["retention.bytes"]) == (default_ms, "2097152")
+    # A value the broker cannot honour is refused and changes nothing.
+    res = CResource("TOPIC", "tunable", incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+    ])
+    with pytest.raises(Exception):
+        client.incremental_alter_configs([res])[res].result(30)
+    assert _topic_configs(broker.bootstrap, "tunable")["cleanup.policy"] == "delete"
+
+
+def test_alter_configs_replaces_topic_settings(broker):
+    from kafka.admin import ConfigResource as KResource
+
+    create_topic(broker.bootstrap, "replaced", 1)
+    a = KafkaAdminClient(bootstrap_servers=[broker.bootstrap])
+    try:
+        a.alter_configs([KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.ms": "120000"})])
+        assert _topic_configs(broker.bootstrap, "replaced")["retention.ms"] == "120000"
+        # AlterConfigs replaces: a later call without retention.ms returns it to the default.
+        a.alter_configs([KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.bytes": "1048576"})])
+        cfg = _topic_configs(broker.bootstrap, "replaced")
+        assert cfg["retention.bytes"] == "1048576" and cfg["retention.ms"] != "120000"
+    finally:
+        a.close()
+
+
+def test_delete_consumer_group_forgets_offsets_but_not_while_active(broker):
+    create_topic(broker.bootstrap, "gone", 1)
+    produce(broker.bootstrap, "gone", 3, partition=0)
+    c = KafkaConsumer("gone", bootstrap_servers=[broker.bootstrap], group_id="leaving",
+                      auto_offset_reset="earliest", enable_auto_commit=False)
+    a = admin(broker)
+    try:
+        got = 0
+        deadline = Deadline(30)
+        while got < 3 and not deadline.passed():
+            got += sum(len(v) for v in c.poll(timeout_ms=200).values())
+        c.commit()
+        tp = TopicPartition("gone", 0)
+        assert c.committed(tp) == 3
+        (group, err), = a.delete_consumer_groups(["leaving"])
+        assert group == "leaving" and err.errno == 68, err  # NON_EMPTY_GROUP while a member is in
+        c.close()
+        (group, err), = a.delete_consumer_groups(["leaving"])
+        assert err.errno == 0, err
+        fresh = KafkaConsumer(bootstrap_servers=[broker.bootstrap], group_id="leaving")
+        try:
+            assert fresh.committed(tp) is None
+        finally:
+            fresh.close()
+        (group, err), = a.delete_consumer_groups(["never-existed"])
+        assert err.errno == 69, err  # GROUP_ID_NOT_FOUND
+    finally:
+        a.close()

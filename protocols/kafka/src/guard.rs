@@ -269,7 +269,7 @@ fn find_api(key: i16) -> Option<&'static Api> {
 // Schemas (from kafka-protocol 0.18.0 decoders; the ranges are clamped to what it can decode)
 // ---------------------------------------------------------------------------------------------
 
-static APIS: [Api; 20] = [
+static APIS: [Api; 23] = [
     api(0, 3, 9, 9, &PRODUCE),
     api(1, 4, 12, 12, &FETCH),
     api(2, 1, 7, 6, &LIST_OFFSETS),
@@ -289,7 +289,10 @@ static APIS: [Api; 20] = [
     api(22, 0, 4, 2, &INIT_PRODUCER_ID),
     api(23, 2, 4, 4, &OFFSET_FOR_LEADER_EPOCH),
     api(32, 1, 4, 4, &DESCRIBE_CONFIGS),
+    api(33, 0, 2, 2, &ALTER_CONFIGS),
     api(37, 0, 3, 2, &CREATE_PARTITIONS),
+    api(42, 0, 2, 2, &DELETE_GROUPS),
+    api(44, 0, 1, 1, &INCREMENTAL_ALTER_CONFIGS),
 ];
 
 const fn api(key: i16, min: i16, max: i16, flexible_from: i16, body: &'static Struct) -> Api {
@@ -623,6 +626,54 @@ static DESCRIBE_CONFIGS: Struct = Struct {
 };
 static DESCRIBE_CONFIGS_RESOURCE: Struct = Struct {
     fields: &[all(I8), all(STR), all(NULLABLE_ARRAY_STR)],
+    tagged: &[],
+};
+
+// AlterConfigs (33)
+static ALTER_CONFIGS: Struct = Struct {
+    fields: &[
+        all(array(&ALTER_CONFIGS_RESOURCE)),
+        all(BOOL), // validate_only
+    ],
+    tagged: &[],
+};
+static ALTER_CONFIGS_RESOURCE: Struct = Struct {
+    fields: &[
+        all(I8),  // resource_type
+        all(STR), // resource_name
+        all(array(&ALTER_CONFIGS_CONFIG)),
+    ],
+    tagged: &[],
+};
+static ALTER_CONFIGS_CONFIG: Struct = Struct {
+    fields: &[all(STR), all(NSTR)], // name, value
+    tagged: &[],
+};
+
+// DeleteGroups (42)
+static DELETE_GROUPS: Struct = Struct {
+    fields: &[all(ARRAY_STR)], // groups_names
+    tagged: &[],
+};
+
+// IncrementalAlterConfigs (44)
+static INCREMENTAL_ALTER_CONFIGS: Struct = Struct {
+    fields: &[
+        all(array(&INCREMENTAL_ALTER_CONFIGS_RESOURCE)),
+        all(BOOL), // validate_only
+    ],
+    tagged: &[],
+};
+static INCREMENTAL_ALTER_CONFIGS_RESOURCE: Struct = Struct {
+    fields: &[
+        all(I8),  // resource_type
+        all(STR), // resource_name
+        all(array(&INCREMENTAL_ALTER_CONFIGS_CONFIG)),
+    ],
+    tagged: &[],
+};
+static INCREMENTAL_ALTER_CONFIGS_CONFIG: Struct = Struct {
+    fields: &[all(STR), all(I8), all(NSTR)], // name, config_operation, value
     tagged: &[],
 };
 

@@ -2,6 +2,7 @@
 //! InitProducerId for idempotent producers.
 
 use core_stream::{StreamConfig, StreamError};
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -11,9 +12,11 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    TopicName,
 };
 
 use super::{s, Ctx};
@@ -284,4 +287,145 @@ pub fn init_producer_id(b: &KafkaBroker, req: InitProducerIdRequest) -> InitProd
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     }
+}
+
+/// One requested change to a topic setting.
+enum ConfigOp {
+    Set(String, String),
+    Unset(String),
+}
+
+/// Applies setting changes to a topic (`replace`: AlterConfigs semantics, every setting not
+/// named returns to its default). Broker settings come from the config file and are refused.
+fn alter_topic(
+    b: &KafkaBroker,
+    resource_type: i8,
+    name: &str,
+    ops: Vec<ConfigOp>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            code::INVALID_REQUEST,
+            "only topic configs can be altered; broker settings come from the config file".into(),
+        ));
+    }
+    let st = b.core.stream(name).ok_or_else(|| {
+        (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("unknown topic {name}"),
+        )
+    })?;
+    let defaults = b.core.stream_defaults();
+    let mut cfg = if replace {
+        StreamConfig {
+            partitions: st.partition_count() as u32,
+            ..defaults.clone()
+        }
+    } else {
+        st.config()
+    };
+    for op in ops {
+        match op {
+            ConfigOp::Set(k, v) => cfg
+                .set(&k, &v)
+                .map_err(|e| (error_code(&e), e.to_string()))?,
+            ConfigOp::Unset(k) => cfg.unset(&k, &defaults),
+        }
+    }
+    if !validate_only {
+        b.core
+            .set_stream_config(name, cfg)
+            .map_err(|e| (error_code(&e), e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn alter_result(
+    r: AlterConfigsResourceResponse,
+    res: Result<(), (i16, String)>,
+) -> AlterConfigsResourceResponse {
+    match res {
+        Ok(()) => r,
+        Err((c, msg)) => r.with_error_code(c).with_error_message(Some(s(msg))),
+    }
+}
+
+/// AlterConfigs: replaces a topic's settings (those not named return to their defaults).
+pub fn alter_configs(b: &KafkaBroker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let ops = res
+                .configs
+                .into_iter()
+                .map(|c| match c.value {
+                    Some(v) => ConfigOp::Set(c.name.to_string(), v.to_string()),
+                    None => ConfigOp::Unset(c.name.to_string()),
+                })
+                .collect();
+            alter_result(
+                r,
+                alter_topic(
+                    b,
+                    res.resource_type,
+                    &res.resource_name,
+                    ops,
+                    true,
+                    req.validate_only,
+                ),
+            )
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs: SET (0) and DELETE (1) per setting; APPEND/SUBTRACT (2/3) apply
+/// only to list settings, which topics here do not have.
+pub fn incremental_alter_configs(
+    b: &KafkaBroker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as Resp;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = Resp::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let ops: Result<Vec<ConfigOp>, (i16, String)> = res
+                .configs
+                .into_iter()
+                .map(|c| match (c.config_operation, c.value) {
+                    (0, Some(v)) => Ok(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                    (1, _) => Ok(ConfigOp::Unset(c.name.to_string())),
+                    (op, _) => Err((
+                        code::INVALID_CONFIG,
+                        format!("operation {op} is not valid for {}", c.name.as_str()),
+                    )),
+                })
+                .collect();
+            let res = ops.and_then(|ops| {
+                alter_topic(
+                    b,
+                    res.resource_type,
+                    &res.resource_name,
+                    ops,
+                    false,
+                    req.validate_only,
+                )
+            });
+            match res {
+                Ok(()) => r,
+                Err((c, msg)) => r.with_error_code(c).with_error_message(Some(s(msg))),
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

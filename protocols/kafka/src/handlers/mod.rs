@@ -197,6 +197,23 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
             v,
             blocking(|| ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
         ),
+        RequestKind::AlterConfigs(r) => ready(
+            corr,
+            v,
+            blocking(|| ResponseKind::AlterConfigs(admin::alter_configs(&b, r))),
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => ready(
+            corr,
+            v,
+            blocking(|| {
+                ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(&b, r))
+            }),
+        ),
+        RequestKind::DeleteGroups(r) => ready(
+            corr,
+            v,
+            blocking(|| ResponseKind::DeleteGroups(groups::delete_groups(&b, r))),
+        ),
         _ => return Err(KafkaError::NotServed(format!("{api:?}"))),
     })
 }
