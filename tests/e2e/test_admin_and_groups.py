@@ -345,3 +345,15 @@ def test_delete_consumer_group_forgets_offsets_but_not_while_active(broker):
         assert err.errno == 69, err  # GROUP_ID_NOT_FOUND
     finally:
         a.close()
+
+
+def test_describe_cluster_names_this_broker(broker):
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    desc = client.describe_cluster(request_timeout=30).result(30)
+    assert [(n.id, n.host, n.port) for n in desc.nodes] == [(0, "127.0.0.1", broker.port)]
+    assert desc.controller.id == 0 and desc.cluster_id
+    a = admin(broker)
+    try:
+        assert a.describe_cluster()["controller_id"] == 0
+    finally:
+        a.close()

@@ -269,7 +269,7 @@ fn find_api(key: i16) -> Option<&'static Api> {
 // Schemas (from kafka-protocol 0.18.0 decoders; the ranges are clamped to what it can decode)
 // ---------------------------------------------------------------------------------------------
 
-static APIS: [Api; 23] = [
+static APIS: [Api; 24] = [
     api(0, 3, 9, 9, &PRODUCE),
     api(1, 4, 12, 12, &FETCH),
     api(2, 1, 7, 6, &LIST_OFFSETS),
@@ -293,6 +293,7 @@ static APIS: [Api; 23] = [
     api(37, 0, 3, 2, &CREATE_PARTITIONS),
     api(42, 0, 2, 2, &DELETE_GROUPS),
     api(44, 0, 1, 1, &INCREMENTAL_ALTER_CONFIGS),
+    api(60, 0, 1, 0, &DESCRIBE_CLUSTER),
 ];
 
 const fn api(key: i16, min: i16, max: i16, flexible_from: i16, body: &'static Struct) -> Api {
@@ -674,6 +675,16 @@ static INCREMENTAL_ALTER_CONFIGS_RESOURCE: Struct = Struct {
 };
 static INCREMENTAL_ALTER_CONFIGS_CONFIG: Struct = Struct {
     fields: &[all(STR), all(I8), all(NSTR)], // name, config_operation, value
+    tagged: &[],
+};
+
+// DescribeCluster (60)
+static DESCRIBE_CLUSTER: Struct = Struct {
+    fields: &[
+        all(BOOL),     // include_cluster_authorized_operations
+        from(1, I8),   // endpoint_type
+        from(2, BOOL), // include_fenced_brokers
+    ],
     tagged: &[],
 };
 

@@ -7,7 +7,7 @@ use crate::guard;
 
 /// APIs served, with the version range each is served at (guard ∩ handler support).
 const SERVED: &[i16] = &[
-    0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 32, 33, 37, 42, 44,
+    0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 32, 33, 37, 42, 44, 60,
 ];
 
 /// `(api key, min version, max version)` for every served API.

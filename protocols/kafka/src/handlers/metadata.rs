@@ -4,10 +4,14 @@
 use std::sync::Arc;
 
 use core_stream::{Stream, StreamError};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 
 use super::{s, Ctx};
 use crate::errors::{code, error_code};
@@ -122,4 +126,21 @@ pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataRespo
             -1
         }))
         .with_topics(topics)
+}
+
+/// DescribeCluster: this one broker (admin clients ask this instead of Metadata when offered).
+pub fn describe_cluster(b: &KafkaBroker, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let node = BrokerId(b.config.node_id);
+    let mut r = DescribeClusterResponse::default()
+        .with_cluster_id(s(CLUSTER_ID))
+        .with_controller_id(node)
+        .with_endpoint_type(req.endpoint_type)
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(node)
+            .with_host(s(b.config.advertised_host.clone()))
+            .with_port(i32::from(b.config.advertised_port))]);
+    if req.include_cluster_authorized_operations {
+        r = r.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
+    }
+    r
 }

@@ -214,6 +214,11 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
             v,
             blocking(|| ResponseKind::DeleteGroups(groups::delete_groups(&b, r))),
         ),
+        RequestKind::DescribeCluster(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeCluster(metadata::describe_cluster(&b, r)),
+        ),
         _ => return Err(KafkaError::NotServed(format!("{api:?}"))),
     })
 }
