@@ -287,11 +287,27 @@ impl Core {
     }
 
     /// Replaces a stream's settings (not its partition count).
-    pub fn set_stream_config(&self, name: &str, mut cfg: StreamConfig) -> Result<()> {
+    pub fn set_stream_config(&self, name: &str, cfg: StreamConfig) -> Result<()> {
+        self.update_stream_config(name, |c| {
+            *c = cfg;
+            Ok(())
+        })
+    }
+
+    /// Changes a stream's settings with `change` applied to the current ones, atomically with
+    /// respect to other admin changes (read-modify-write under the admin lock). The partition
+    /// count is not changed here (see [`Core::set_partition_count`]).
+    pub fn update_stream_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut StreamConfig) -> Result<()>,
+    ) -> Result<()> {
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let s = self
             .stream(name)
             .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
+        let mut cfg = s.config();
+        change(&mut cfg)?;
         cfg.partitions = s.config().partitions;
         self.meta.put_stream(&StreamMeta {
             name: name.into(),

@@ -142,6 +142,9 @@ pub struct Partition {
     failed: Arc<AtomicBool>,
     listeners: Mutex<Vec<Weak<Notify>>>,
     syncer: Arc<Syncer>,
+    /// Serialises `sync()` calls (the syncer thread and a shutdown flush): one sync must not
+    /// publish a high watermark past closed segments another is still fsyncing.
+    sync_lock: Mutex<()>,
     /// Self-reference: the syncer queue holds partitions by `Arc`.
     me: Weak<Partition>,
 }
@@ -198,10 +201,13 @@ impl Partition {
             segments.push(Segment::create(&dir, 0, now)?);
         }
         let log_start = segments[0].base_offset;
+        // Data may be in the page cache only (written, never acknowledged, then the process
+        // died; closed segments are fsync'd by the syncer, not at roll): make every segment
+        // durable before it counts toward the high watermark. A clean file syncs at once.
+        for s in &segments {
+            s.file.sync_data()?;
+        }
         let active = segments.last().expect("non-empty");
-        // The tail may be in the page cache only (written, never acknowledged, then a crash of
-        // the process): make it durable before it counts toward the high watermark.
-        active.file.sync_data()?;
         let (next, durable_seg, durable_pos) =
             (active.next_offset, active.base_offset, active.size);
         if bases.len() > 1 || next > 0 {
@@ -235,6 +241,7 @@ impl Partition {
             failed: Arc::new(AtomicBool::new(false)),
             listeners: Mutex::new(Vec::new()),
             syncer,
+            sync_lock: Mutex::new(()),
         }))
     }
 
@@ -388,6 +395,7 @@ impl Partition {
 
     /// Called by the syncer: fsyncs what is written and advances the high watermark.
     pub fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (closed, file, seg, pos, next) = {
             let mut inner = self.lock();
             inner.queued = false;

@@ -160,6 +160,9 @@ impl Group {
             for m in self.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
                     let _ = w.send(SyncResult::error(code::REBALANCE_IN_PROGRESS));
+                    // It was alive while it waited (clients don't heartbeat inside SyncGroup):
+                    // its session starts now, so it has time to rejoin.
+                    m.last_seen = now;
                 }
             }
         }
@@ -305,6 +308,8 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     initial_delay: Duration,
     next_member: AtomicU64,
+    /// Set at shutdown: joins and syncs are answered NOT_COORDINATOR at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl GroupCoordinator {
@@ -315,6 +320,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             initial_delay,
             next_member: AtomicU64::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -327,6 +333,10 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         let mut groups = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            let _ = tx.send(JoinResult::error(code::NOT_COORDINATOR, &req.member_id));
+            return rx;
+        }
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
         if req.protocols.is_empty()
             || g.protocol_type
@@ -412,6 +422,10 @@ impl GroupCoordinator {
     ) -> oneshot::Receiver<SyncResult> {
         let (tx, rx) = oneshot::channel();
         let mut groups = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            let _ = tx.send(SyncResult::error(code::NOT_COORDINATOR));
+            return rx;
+        }
         let Some(g) = groups.get_mut(group) else {
             let _ = tx.send(SyncResult::error(code::UNKNOWN_MEMBER_ID));
             return rx;
@@ -596,6 +610,7 @@ impl GroupCoordinator {
     /// stopping), so their connections can finish and close promptly.
     pub fn close(&self) {
         let mut groups = self.lock();
+        self.closed.store(true, Ordering::Release);
         for g in groups.values_mut() {
             for (id, m) in g.members.iter_mut() {
                 if let Some(w) = m.join_waiter.take() {
@@ -605,6 +620,30 @@ impl GroupCoordinator {
                     let _ = w.send(SyncResult::error(code::NOT_COORDINATOR));
                 }
             }
+        }
+    }
+
+    /// Deletes a group's committed offsets unless it has members; checked and done under the
+    /// coordinator lock, so no member can join in between. Returns the Kafka error code.
+    pub fn delete(&self, group: &str) -> i16 {
+        let mut groups = self.lock();
+        if groups.get(group).is_some_and(|g| !g.members.is_empty()) {
+            return code::NON_EMPTY_GROUP;
+        }
+        let has_offsets = self
+            .core
+            .groups_with_offsets()
+            .map(|g| g.iter().any(|n| n == group));
+        match has_offsets {
+            Ok(false) if !groups.contains_key(group) => code::GROUP_ID_NOT_FOUND,
+            Ok(_) => match self.core.delete_group_offsets(group) {
+                Ok(()) => {
+                    groups.remove(group);
+                    code::NONE
+                }
+                Err(e) => crate::errors::error_code(&e),
+            },
+            Err(e) => crate::errors::error_code(&e),
         }
     }
 

@@ -311,35 +311,28 @@ fn alter_topic(
             "only topic configs can be altered; broker settings come from the config file".into(),
         ));
     }
-    let st = b.core.stream(name).ok_or_else(|| {
-        (
-            code::UNKNOWN_TOPIC_OR_PARTITION,
-            format!("unknown topic {name}"),
-        )
-    })?;
     let defaults = b.core.stream_defaults();
-    let mut cfg = if replace {
-        StreamConfig {
-            partitions: st.partition_count() as u32,
-            ..defaults.clone()
+    let apply = |cfg: &mut StreamConfig| -> core_stream::Result<()> {
+        if replace {
+            *cfg = StreamConfig {
+                partitions: cfg.partitions,
+                ..defaults.clone()
+            };
         }
-    } else {
-        st.config()
+        for op in &ops {
+            match op {
+                ConfigOp::Set(k, v) => cfg.set(k, v)?,
+                ConfigOp::Unset(k) => cfg.unset(k, &defaults),
+            }
+        }
+        Ok(())
     };
-    for op in ops {
-        match op {
-            ConfigOp::Set(k, v) => cfg
-                .set(&k, &v)
-                .map_err(|e| (error_code(&e), e.to_string()))?,
-            ConfigOp::Unset(k) => cfg.unset(&k, &defaults),
-        }
-    }
-    if !validate_only {
-        b.core
-            .set_stream_config(name, cfg)
-            .map_err(|e| (error_code(&e), e.to_string()))?;
-    }
-    Ok(())
+    let res = match b.core.stream(name) {
+        None => Err(StreamError::UnknownStream(name.to_string())),
+        Some(st) if validate_only => apply(&mut st.config()),
+        Some(_) => b.core.update_stream_config(name, apply),
+    };
+    res.map_err(|e| (error_code(&e), e.to_string()))
 }
 
 fn alter_result(

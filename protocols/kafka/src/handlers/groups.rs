@@ -413,27 +413,8 @@ pub fn delete_groups(b: &KafkaBroker, req: DeleteGroupsRequest) -> DeleteGroupsR
         .groups_names
         .into_iter()
         .map(|gid| {
-            let name = gid.0.to_string();
+            let c = b.groups.delete(&gid.0);
             let r = DeletableGroupResult::default().with_group_id(gid);
-            let active = b
-                .groups
-                .describe(&name)
-                .is_some_and(|g| !g.members.is_empty());
-            let known = b.groups.describe(&name).is_some()
-                || b.core
-                    .groups_with_offsets()
-                    .map(|g| g.contains(&name))
-                    .unwrap_or(false);
-            let c = if active {
-                code::NON_EMPTY_GROUP
-            } else if !known {
-                code::GROUP_ID_NOT_FOUND
-            } else {
-                match b.core.delete_group_offsets(&name) {
-                    Ok(()) => code::NONE,
-                    Err(e) => error_code(&e),
-                }
-            };
             r.with_error_code(c)
         })
         .collect();
