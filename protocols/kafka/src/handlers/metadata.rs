@@ -38,7 +38,10 @@ pub fn resolve_topic(
 ) -> Result<Arc<Stream>, StreamError> {
     match b.core.stream(name) {
         Some(s) => Ok(s),
-        None if create && b.config.auto_create_topics => b.core.get_or_create_stream(name),
+        // Creating writes the metadata store (an fsync'd commit).
+        None if create && b.config.auto_create_topics => {
+            super::blocking(|| b.core.get_or_create_stream(name))
+        }
         None => Err(StreamError::UnknownStream(name.to_string())),
     }
 }

@@ -226,7 +226,7 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
 /// Runs a handler that writes the metadata store (a redb commit with fsync) in request order,
 /// while letting the runtime move other tasks off this worker thread meanwhile.
 /// (On a current-thread runtime, where that is impossible, it simply runs.)
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
