@@ -48,10 +48,7 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
             // A partition named twice is answered once.
             .filter(|p| seen.insert((t.topic.0.clone(), p.partition)))
             .map(|p| Want {
-                partition: match &stream {
-                    Some(s) => s.partition(p.partition),
-                    None => Err(StreamError::UnknownStream(t.topic.0.to_string())),
-                },
+                partition: super::partition_of(stream.as_ref(), &t.topic.0, p.partition),
                 index: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),

@@ -214,10 +214,9 @@ pub fn offset_commit(b: &KafkaBroker, req: OffsetCommitRequest) -> OffsetCommitR
         for p in t.partitions {
             let mut c = check;
             if c == code::NONE {
-                c = match stream.as_ref().map(|s| s.partition(p.partition_index)) {
-                    Some(Ok(_)) => code::NONE,
-                    Some(Err(e)) => error_code(&e),
-                    None => code::UNKNOWN_TOPIC_OR_PARTITION,
+                c = match super::partition_of(stream.as_ref(), &t.name.0, p.partition_index) {
+                    Ok(_) => code::NONE,
+                    Err(e) => error_code(&e),
                 };
             }
             if c == code::NONE {

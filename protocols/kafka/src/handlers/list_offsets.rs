@@ -33,12 +33,7 @@ pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> Lis
                 .map(|p| {
                     let r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let part = match stream.as_ref() {
-                        Some(s) => s.partition(p.partition_index),
-                        None => Err(core_stream::StreamError::UnknownStream(
-                            t.name.0.to_string(),
-                        )),
-                    };
+                    let part = super::partition_of(stream.as_ref(), &t.name.0, p.partition_index);
                     let part = match part {
                         Ok(x) => x,
                         Err(e) => {
@@ -90,16 +85,12 @@ pub fn offset_for_leader_epoch(
                 .into_iter()
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
-                    match stream.as_ref().map(|s| s.partition(p.partition)) {
-                        Some(Ok(part)) => r
+                    match super::partition_of(stream.as_ref(), &t.topic.0, p.partition) {
+                        Ok(part) => r
                             .with_leader_epoch(0)
                             .with_end_offset(part.high_watermark()),
-                        Some(Err(e)) => r
+                        Err(e) => r
                             .with_error_code(error_code(&e))
-                            .with_leader_epoch(-1)
-                            .with_end_offset(-1),
-                        None => r
-                            .with_error_code(crate::errors::code::UNKNOWN_TOPIC_OR_PARTITION)
                             .with_leader_epoch(-1)
                             .with_end_offset(-1),
                     }

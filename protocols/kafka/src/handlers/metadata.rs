@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{s, Ctx};
-use crate::errors::{code, error_code};
+use crate::errors::error_code;
 use crate::KafkaBroker;
 
 /// Cluster id reported to clients.
@@ -96,10 +96,7 @@ pub fn handle(b: &KafkaBroker, ctx: &Ctx, req: MetadataRequest) -> MetadataRespo
                     Ok(st) => topic_entry(b, ctx.version, &st),
                     Err(e) => MetadataResponseTopic::default()
                         .with_name(Some(TopicName(s(name))))
-                        .with_error_code(match e {
-                            StreamError::UnknownStream(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
-                            other => error_code(&other),
-                        }),
+                        .with_error_code(error_code(&e)),
                 }
             })
             .collect(),

@@ -234,6 +234,18 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Partition `index` of a topic looked up once per request topic (`None`: unknown topic).
+pub(crate) fn partition_of(
+    stream: Option<&Arc<core_stream::Stream>>,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<dyn core_stream::PartitionLog>, core_stream::StreamError> {
+    match stream {
+        Some(s) => s.partition(index),
+        None => Err(core_stream::StreamError::UnknownStream(topic.to_string())),
+    }
+}
+
 /// Kafka string from a Rust string.
 pub(crate) fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
