@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::batch::{self, Record};
 use crate::config::{CoreConfig, StreamConfig};
@@ -29,6 +29,8 @@ pub struct Core {
     admin: Mutex<()>,
     logs: Arc<dyn LogFactory>,
     closed: AtomicBool,
+    /// Set while metadata writes fail, so the failure is logged once per episode.
+    meta_fault: AtomicBool,
     retention_stop: RwLock<Option<std::sync::mpsc::Sender<()>>>,
     /// Bumped whenever a stream is created, deleted or grows, so pattern subscribers rescan.
     catalog: watch::Sender<u64>,
@@ -45,6 +47,7 @@ impl Core {
             config.data_dir.join("streams"),
             config.fsync,
             config.fsync_interval,
+            config.max_open_files,
         ));
         let core = Arc::new(Self {
             config,
@@ -53,6 +56,7 @@ impl Core {
             admin: Mutex::new(()),
             logs,
             closed: AtomicBool::new(false),
+            meta_fault: AtomicBool::new(false),
             retention_stop: RwLock::new(None),
             catalog: watch::channel(0).0,
         });
@@ -98,6 +102,25 @@ impl Core {
     /// The settings the core runs with.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// The directory holding the streams' data (Kafka's one "log dir").
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("streams")
+    }
+
+    /// `(total, available)` bytes of the file system holding the data directory.
+    pub fn disk_space(&self) -> Result<(u64, u64)> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.config.data_dir.as_os_str().as_bytes())
+            .map_err(|_| StreamError::Io(std::io::Error::other("data dir path has a NUL byte")))?;
+        // SAFETY: statvfs only writes the struct we pass; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let frsize = st.f_frsize as u64;
+        Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
     }
 
     fn open_partition(
@@ -213,7 +236,7 @@ impl Core {
             self.logs.remove(name, i)?;
         }
         let s = self.open_stream(&meta)?;
-        self.meta.put_stream(&meta)?;
+        self.meta_write(self.meta.put_stream(&meta))?;
         self.streams.insert(name.to_string(), s.clone());
         self.catalog.send_modify(|v| *v += 1);
         info!(
@@ -244,7 +267,7 @@ impl Core {
             .streams
             .remove(name)
             .ok_or_else(|| StreamError::UnknownStream(name.into()))?;
-        self.meta.delete_stream(name)?;
+        self.meta_write(self.meta.delete_stream(name))?;
         for p in s.partitions() {
             if let Err(e) = p.destroy() {
                 warn!(stream = name, error = %e, "could not remove partition directory");
@@ -272,11 +295,11 @@ impl Core {
             .map(|i| self.open_partition(name, i, &cfg))
             .collect::<Result<Vec<_>>>()?;
         cfg.partitions = count;
-        self.meta.put_stream(&StreamMeta {
+        self.meta_write(self.meta.put_stream(&StreamMeta {
             name: name.into(),
             config: cfg.clone(),
             id: s.id,
-        })?;
+        }))?;
         s.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -309,11 +332,11 @@ impl Core {
         let mut cfg = s.config();
         change(&mut cfg)?;
         cfg.partitions = s.config().partitions;
-        self.meta.put_stream(&StreamMeta {
+        self.meta_write(self.meta.put_stream(&StreamMeta {
             name: name.into(),
             config: cfg.clone(),
             id: s.id,
-        })?;
+        }))?;
         for p in s.partitions() {
             p.set_config(cfg.clone());
         }
@@ -324,7 +347,7 @@ impl Core {
     /// Stores a consumer group's positions durably.
     pub fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
         self.check_open()?;
-        self.meta.commit_offsets(group, offsets)
+        self.meta_write(self.meta.commit_offsets(group, offsets))
     }
 
     /// A group's committed positions.
@@ -334,7 +357,7 @@ impl Core {
 
     /// Forgets a group's committed positions.
     pub fn delete_group_offsets(&self, group: &str) -> Result<()> {
-        self.meta.delete_group(group)
+        self.meta_write(self.meta.delete_group(group))
     }
 
     /// Groups that have committed positions.
@@ -344,7 +367,26 @@ impl Core {
 
     /// A new idempotent-producer id.
     pub fn next_producer_id(&self) -> Result<i64> {
-        self.meta.next_producer_id()
+        self.meta_write(self.meta.next_producer_id())
+    }
+
+    /// Logs a failing metadata write once per episode (disk full, I/O error), with the errno,
+    /// and once more when writes succeed again; passes the result through.
+    fn meta_write<T>(&self, r: Result<T>) -> Result<T> {
+        match &r {
+            Err(StreamError::Io(e)) if !self.meta_fault.swap(true, Ordering::AcqRel) => {
+                error!(errno = e.raw_os_error().unwrap_or(0), error = %e,
+                    "metadata store writes fail (topic changes, offset commits); retrying on each request");
+            }
+            Ok(_)
+                if self.meta_fault.load(Ordering::Relaxed)
+                    && self.meta_fault.swap(false, Ordering::AcqRel) =>
+            {
+                info!("metadata store writes succeed again");
+            }
+            _ => {}
+        }
+        r
     }
 
     fn check_open(&self) -> Result<()> {

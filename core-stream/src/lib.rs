@@ -10,6 +10,7 @@
 //! - [`segment`]: one segment file with its sparse offset and time indexes, and recovery.
 //! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and the embedded [`SegmentLogs`].
 //! - [`commit`]: group commit — one fsync thread shared by all writers.
+//! - [`file_cache`]: the bounded cache of open segment files.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
 //! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
 //! - [`config`]: typed settings; [`error`]: the crate's one error type.
@@ -21,6 +22,7 @@ pub mod commit;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod file_cache;
 pub mod log;
 pub mod meta;
 pub mod partition;

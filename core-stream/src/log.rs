@@ -16,6 +16,7 @@ use crate::batch::BatchHeader;
 use crate::commit::Syncer;
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::Result;
+use crate::file_cache::FileCache;
 use crate::partition::{AppendOutcome, Partition, ReadResult};
 
 /// One partition's storage.
@@ -43,6 +44,9 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     fn set_config(&self, config: StreamConfig);
     /// Applies retention now; returns how many units (segments) were deleted.
     fn apply_retention(&self, now_ms: i64) -> Result<usize>;
+    /// Moves the log start offset forward to `offset` (Kafka DeleteRecords); durable when it
+    /// returns. Returns the log start offset after the call.
+    fn delete_before(&self, offset: i64) -> Result<i64>;
     /// Makes everything appended durable now (used at shutdown).
     fn flush(&self) -> Result<()>;
     /// Deletes all stored data (the stream was deleted).
@@ -73,16 +77,29 @@ pub struct SegmentLogs {
     root: PathBuf,
     fsync: FsyncPolicy,
     syncer: Arc<Syncer>,
+    files: Arc<FileCache>,
 }
 
 impl SegmentLogs {
-    /// Logs under `root` with the given durability policy; starts the fsync thread.
-    pub fn new(root: PathBuf, fsync: FsyncPolicy, fsync_interval: std::time::Duration) -> Self {
+    /// Logs under `root` with the given durability policy, keeping at most `max_open_files`
+    /// segment files open; starts the fsync thread.
+    pub fn new(
+        root: PathBuf,
+        fsync: FsyncPolicy,
+        fsync_interval: std::time::Duration,
+        max_open_files: usize,
+    ) -> Self {
         Self {
             root,
             fsync,
             syncer: Syncer::start(fsync_interval),
+            files: FileCache::new(max_open_files),
         }
+    }
+
+    /// Segment files open now (bounded by `max_open_files`).
+    pub fn open_files(&self) -> usize {
+        self.files.open_files()
     }
 
     fn dir(&self, stream: &str, index: u32) -> PathBuf {
@@ -104,6 +121,7 @@ impl LogFactory for SegmentLogs {
             config.clone(),
             self.fsync,
             self.syncer.clone(),
+            self.files.clone(),
         )?;
         Ok(p)
     }

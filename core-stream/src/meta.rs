@@ -3,6 +3,8 @@
 //! default, [`RedbStore`] (redb: ACID, crash-safe, every commit fsync'd).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -69,12 +71,31 @@ const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("group_offset
 const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
 
 /// The embedded metadata store in `<data dir>/meta.redb`.
+///
+/// After an I/O error (a full disk) redb refuses every later operation until the database is
+/// opened again, so the store reopens itself on the next call: when space returns, offset
+/// commits and topic changes work again without a broker restart.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Database,
+    path: std::path::PathBuf,
+    /// `None` only while a reopen after an I/O error has not succeeded yet.
+    db: RwLock<Option<Arc<Database>>>,
+    /// An I/O error was seen: reopen before the next operation.
+    broken: AtomicBool,
 }
 
-fn db_err(e: impl std::fmt::Display) -> StreamError {
+/// A redb failure; I/O errors (disk full, device error) stay I/O errors with their errno.
+fn db_err(e: impl Into<redb::Error>) -> StreamError {
+    match e.into() {
+        redb::Error::Io(io) => StreamError::Io(io),
+        redb::Error::PreviousIo => StreamError::Io(std::io::Error::other(
+            "an earlier I/O error left the metadata store unusable until it is reopened",
+        )),
+        other => StreamError::Metadata(other.to_string()),
+    }
+}
+
+fn json_err(e: serde_json::Error) -> StreamError {
     StreamError::Metadata(e.to_string())
 }
 
@@ -85,36 +106,83 @@ fn offset_key(group: &str, stream: &str, partition: i32) -> String {
 impl RedbStore {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(Self::open_db(path)?))),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database> {
         let db = Database::create(path).map_err(db_err)?;
         let w = db.begin_write().map_err(db_err)?;
         w.open_table(STREAMS).map_err(db_err)?;
         w.open_table(OFFSETS).map_err(db_err)?;
         w.open_table(COUNTERS).map_err(db_err)?;
         w.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(db)
+    }
+
+    /// The database, reopened first if an I/O error broke it.
+    fn db(&self) -> Result<Arc<Database>> {
+        if self.broken.load(Ordering::Acquire) {
+            let mut g = self.db.write().unwrap_or_else(|e| e.into_inner());
+            if self.broken.load(Ordering::Acquire) {
+                // redb locks its file: the old handle must be closed before reopening. If a
+                // reader still holds it, the reopen fails now and is tried again next call.
+                drop(g.take());
+                *g = Some(Arc::new(Self::open_db(&self.path)?));
+                self.broken.store(false, Ordering::Release);
+            }
+        }
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StreamError::Metadata("metadata store is being reopened".into()))
+    }
+
+    /// Marks the store for reopening when `r` failed with an I/O error.
+    fn noted<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(StreamError::Io(_)) = &r {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
     }
 
     fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
-        let w = self.db.begin_write().map_err(db_err)?;
-        f(&w)?;
-        w.commit().map_err(db_err)
+        let r = self.db().and_then(|db| {
+            let w = db.begin_write().map_err(db_err)?;
+            f(&w)?;
+            w.commit().map_err(db_err)
+        });
+        self.noted(r)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let r = self.db().and_then(|db| {
+            let r = db.begin_read().map_err(db_err)?;
+            f(&r)
+        });
+        self.noted(r)
     }
 }
 
 impl MetadataStore for RedbStore {
     fn streams(&self) -> Result<Vec<StreamMeta>> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(STREAMS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(db_err)? {
-            let (_, v) = item.map_err(db_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
-        }
-        Ok(out)
+        self.read(|r| {
+            let t = r.open_table(STREAMS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (_, v) = item.map_err(db_err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
     }
 
     fn put_stream(&self, meta: &StreamMeta) -> Result<()> {
-        let bytes = serde_json::to_vec(meta).map_err(db_err)?;
+        let bytes = serde_json::to_vec(meta).map_err(json_err)?;
         self.write(|w| {
             let mut t = w.open_table(STREAMS).map_err(db_err)?;
             t.insert(meta.name.as_str(), bytes.as_slice())
@@ -138,7 +206,7 @@ impl MetadataStore for RedbStore {
         self.write(|w| {
             let mut t = w.open_table(OFFSETS).map_err(db_err)?;
             for o in offsets {
-                let v = serde_json::to_vec(&o.committed).map_err(db_err)?;
+                let v = serde_json::to_vec(&o.committed).map_err(json_err)?;
                 t.insert(
                     offset_key(group, &o.stream, o.partition).as_str(),
                     v.as_slice(),
@@ -150,40 +218,42 @@ impl MetadataStore for RedbStore {
     }
 
     fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(OFFSETS).map_err(db_err)?;
-        let start = format!("{group}\0");
-        let end = format!("{group}\u{1}");
-        let mut out = Vec::new();
-        for item in t.range(start.as_str()..end.as_str()).map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let key = k.value();
-            let mut parts = key.splitn(3, '\0').skip(1);
-            let (Some(stream), Some(p)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(partition) = p.parse() else { continue };
-            out.push(GroupOffset {
-                stream: stream.to_string(),
-                partition,
-                committed: serde_json::from_slice(v.value()).map_err(db_err)?,
-            });
-        }
-        Ok(out)
+        self.read(|r| {
+            let t = r.open_table(OFFSETS).map_err(db_err)?;
+            let start = format!("{group}\0");
+            let end = format!("{group}\u{1}");
+            let mut out = Vec::new();
+            for item in t.range(start.as_str()..end.as_str()).map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let key = k.value();
+                let mut parts = key.splitn(3, '\0').skip(1);
+                let (Some(stream), Some(p)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Ok(partition) = p.parse() else { continue };
+                out.push(GroupOffset {
+                    stream: stream.to_string(),
+                    partition,
+                    committed: serde_json::from_slice(v.value()).map_err(json_err)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
     fn groups(&self) -> Result<Vec<String>> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(OFFSETS).map_err(db_err)?;
-        let mut out: Vec<String> = Vec::new();
-        for item in t.iter().map_err(db_err)? {
-            let (k, _) = item.map_err(db_err)?;
-            let g = k.value().split('\0').next().unwrap_or_default().to_string();
-            if out.last() != Some(&g) {
-                out.push(g);
+        self.read(|r| {
+            let t = r.open_table(OFFSETS).map_err(db_err)?;
+            let mut out: Vec<String> = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (k, _) = item.map_err(db_err)?;
+                let g = k.value().split('\0').next().unwrap_or_default().to_string();
+                if out.last() != Some(&g) {
+                    out.push(g);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn delete_group(&self, group: &str) -> Result<()> {

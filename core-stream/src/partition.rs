@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::batch::{self, BatchHeader};
 use crate::commit::Syncer;
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{Result, StreamError};
+use crate::file_cache::FileCache;
 use crate::segment::{self, Segment};
 
 /// How many recent batches per producer are remembered to recognise retried duplicates
@@ -98,6 +99,10 @@ struct Inner {
     durable_pos: u64,
     producers: HashMap<i64, ProducerEntry>,
     write_buf: Vec<u8>,
+    /// The handle the active segment was written through since the last fsync (`None`: nothing
+    /// unsynced). The fsync goes through the same handle that wrote, so a write-back error is
+    /// reported to it even if the file cache closed and reopened the file meanwhile.
+    dirty: Option<Arc<std::fs::File>>,
     /// Closed segments whose data the syncer has not fsync'd yet.
     unsynced: Vec<Arc<std::fs::File>>,
 }
@@ -142,6 +147,10 @@ pub struct Partition {
     failed: Arc<AtomicBool>,
     listeners: Mutex<Vec<Weak<Notify>>>,
     syncer: Arc<Syncer>,
+    files: Arc<FileCache>,
+    /// Set while writes fail (disk full, I/O error), so the failure is logged once per episode
+    /// and the recovery once, not once per request.
+    write_fault: AtomicBool,
     /// Serialises `sync()` calls (the syncer thread and a shutdown flush): one sync must not
     /// publish a high watermark past closed segments another is still fsyncing.
     sync_lock: Mutex<()>,
@@ -166,6 +175,7 @@ impl Partition {
         config: StreamConfig,
         fsync: FsyncPolicy,
         syncer: Arc<Syncer>,
+        files: Arc<FileCache>,
     ) -> Result<Arc<Self>> {
         fs::create_dir_all(&dir)?;
         let now = now_ms();
@@ -182,7 +192,7 @@ impl Partition {
         for (i, base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             let path = dir.join(segment::file_name(*base));
-            let (seg, rec) = Segment::open(&path, *base, last, now)?;
+            let (seg, rec) = Segment::open(&path, *base, last, now, &files)?;
             if rec.truncated_bytes > 0 {
                 warn!(stream, partition = index, segment = %path.display(), bytes = rec.truncated_bytes,
                     "recovery cut off a torn or corrupt tail");
@@ -195,19 +205,17 @@ impl Partition {
         // Drop empty segments left behind by a crash between roll and first write, except the last.
         while segments.len() > 1 && segments.last().is_some_and(|s| s.size == 0) {
             let s = segments.pop().expect("checked");
-            let _ = fs::remove_file(&s.path);
+            let _ = s.delete();
         }
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0, now)?);
-        }
-        let log_start = segments[0].base_offset;
-        // Data may be in the page cache only (written, never acknowledged, then the process
-        // died; closed segments are fsync'd by the syncer, not at roll): make every segment
-        // durable before it counts toward the high watermark. A clean file syncs at once.
-        for s in &segments {
-            s.file.sync_data()?;
+            segments.push(Segment::create(&dir, 0, now, &files)?);
         }
         let active = segments.last().expect("non-empty");
+        // DeleteRecords may have moved the start past the first segment's base.
+        let log_start = read_log_start(&dir)?
+            .unwrap_or(i64::MIN)
+            .max(segments[0].base_offset)
+            .min(active.next_offset);
         let (next, durable_seg, durable_pos) =
             (active.next_offset, active.base_offset, active.size);
         if bases.len() > 1 || next > 0 {
@@ -227,6 +235,7 @@ impl Partition {
             durable_pos,
             producers,
             write_buf: Vec::new(),
+            dirty: None,
             unsynced: Vec::new(),
         };
         Ok(Arc::new_cyclic(|me| Self {
@@ -241,6 +250,8 @@ impl Partition {
             failed: Arc::new(AtomicBool::new(false)),
             listeners: Mutex::new(Vec::new()),
             syncer,
+            files,
+            write_fault: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
         }))
     }
@@ -308,7 +319,9 @@ impl Partition {
             && (active.size + data.len() as u64 > segment_bytes
                 || now - active.created_ms > segment_ms)
         {
-            self.roll(&mut inner, now)?;
+            if let Err(e) = self.roll(&mut inner, now) {
+                return Err(self.write_failed(e));
+            }
         }
         let base = inner.next_offset();
         let mut buf = std::mem::take(&mut inner.write_buf);
@@ -332,7 +345,15 @@ impl Partition {
             .expect("non-empty")
             .append(&buf, &assigned);
         inner.write_buf = buf;
-        res?;
+        let file = res.map_err(|e| self.write_failed(e))?;
+        if self.write_fault.load(Ordering::Relaxed)
+            && self.write_fault.swap(false, Ordering::AcqRel)
+        {
+            info!(stream = %self.stream, partition = self.index, "writes succeed again");
+        }
+        if self.fsync != FsyncPolicy::Never && inner.dirty.is_none() {
+            inner.dirty = Some(file);
+        }
         for h in &assigned {
             note_producer(&mut inner.producers, h, h.base_offset);
         }
@@ -383,14 +404,25 @@ impl Partition {
     /// Closes the active segment and starts another. The closed file is handed to the syncer
     /// (no fsync on the append path); its data becomes visible when the syncer has synced it.
     fn roll(&self, inner: &mut Inner, now: i64) -> Result<()> {
-        let active = inner.active();
-        let (old_file, next) = (active.file.clone(), active.next_offset);
-        let seg = Segment::create(&self.dir, next, now)?;
-        if self.fsync != FsyncPolicy::Never {
-            inner.unsynced.push(old_file);
+        let next = inner.active().next_offset;
+        let seg = Segment::create(&self.dir, next, now, &self.files)?;
+        if let Some(old) = inner.dirty.take() {
+            inner.unsynced.push(old);
         }
         inner.segments.push(seg);
         Ok(())
+    }
+
+    /// Logs a failed write once per episode (the disk is full, or the device fails) with the
+    /// stream, partition and errno; the caller answers the writer with the error.
+    fn write_failed(&self, e: StreamError) -> StreamError {
+        if let StreamError::Io(io) = &e {
+            if !self.write_fault.swap(true, Ordering::AcqRel) {
+                error!(stream = %self.stream, partition = self.index, errno = io.raw_os_error().unwrap_or(0),
+                    error = %io, "writes to this partition fail; writers get a storage error until they succeed again");
+            }
+        }
+        e
     }
 
     /// Called by the syncer: fsyncs what is written and advances the high watermark.
@@ -400,13 +432,14 @@ impl Partition {
             let mut inner = self.lock();
             inner.queued = false;
             let closed = std::mem::take(&mut inner.unsynced);
+            let file = inner.dirty.take();
             let a = inner.active();
-            (closed, a.file.clone(), a.base_offset, a.size, a.next_offset)
+            (closed, file, a.base_offset, a.size, a.next_offset)
         };
         // Closed segments first, then the active one: everything before `pos` is then on disk.
         if let Err(e) = closed
             .iter()
-            .chain(std::iter::once(&file))
+            .chain(file.iter())
             .try_for_each(|f| f.sync_data())
         {
             // The kernel may have dropped the dirty pages: nothing written since the last good
@@ -498,7 +531,7 @@ impl Partition {
             for seg in &inner.segments[i..] {
                 let limit = inner.read_limit(seg);
                 if let Some((pos, _)) = seg.position_of(offset, limit)? {
-                    found = Some((seg.file.clone(), pos, limit));
+                    found = Some((seg.file()?, pos, limit));
                     break;
                 }
             }
@@ -578,9 +611,9 @@ impl Partition {
             }
             let seg = inner.segments.remove(0);
             total -= seg.size;
-            fs::remove_file(&seg.path)?;
+            seg.delete()?;
             deleted += 1;
-            inner.log_start = inner.segments[0].base_offset;
+            inner.log_start = inner.log_start.max(inner.segments[0].base_offset);
         }
         if deleted > 0 {
             info!(stream = %self.stream, partition = self.index, deleted, log_start = inner.log_start, "retention deleted segments");
@@ -592,6 +625,56 @@ impl Partition {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Moves the log start offset forward to `offset` (Kafka's DeleteRecords): records before
+    /// it are no longer served and whole segments below it are deleted. The new start is on
+    /// disk before this returns, so a restart never shows the deleted records again.
+    /// Returns the log start offset after the call.
+    pub fn delete_before(&self, offset: i64) -> Result<i64> {
+        let hw = self.high_watermark();
+        let mut inner = self.lock();
+        if offset < 0 || offset > hw {
+            return Err(StreamError::OffsetOutOfRange {
+                offset,
+                start: inner.log_start,
+                end: hw,
+            });
+        }
+        if offset <= inner.log_start {
+            return Ok(inner.log_start);
+        }
+        write_log_start(&self.dir, offset)?;
+        inner.log_start = offset;
+        while inner.segments.len() > 1 && inner.segments[1].base_offset <= offset {
+            let seg = inner.segments.remove(0);
+            seg.delete()?;
+        }
+        info!(stream = %self.stream, partition = self.index, log_start = offset, "records deleted");
+        Ok(offset)
+    }
+}
+
+/// File in a partition directory holding a log start offset set by DeleteRecords.
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(dir: &Path) -> Result<Option<i64>> {
+    match fs::read_to_string(dir.join(LOG_START_FILE)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the log start file atomically and durably (write, fsync, rename, fsync the dir).
+fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(offset.to_string().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn fsync_failed() -> StreamError {
@@ -722,10 +805,16 @@ impl crate::log::PartitionLog for Partition {
     fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         Partition::apply_retention(self, now_ms)
     }
+    fn delete_before(&self, offset: i64) -> Result<i64> {
+        Partition::delete_before(self, offset)
+    }
     fn flush(&self) -> Result<()> {
         self.sync()
     }
     fn destroy(&self) -> Result<()> {
+        for s in &self.lock().segments {
+            s.close();
+        }
         fs::remove_dir_all(&self.dir)?;
         Ok(())
     }

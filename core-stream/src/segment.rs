@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::Result;
+use crate::file_cache::{FileCache, FileId};
 
 /// Bytes of log between two entries of the sparse offset index.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -72,8 +73,9 @@ impl TimeIndex {
 pub struct Segment {
     /// Offset of the first batch (also the file name).
     pub base_offset: i64,
-    /// Shared so readers can `pread` without holding the partition lock.
-    pub file: Arc<File>,
+    /// The file's id in the open-file cache.
+    id: FileId,
+    cache: Arc<FileCache>,
     /// Path of the `.log` file.
     pub path: PathBuf,
     /// Bytes of valid batches in the file.
@@ -104,7 +106,12 @@ pub struct Recovery {
 
 impl Segment {
     /// Creates an empty segment file (and fsyncs the directory so the file survives a crash).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        cache: &Arc<FileCache>,
+    ) -> Result<Self> {
         let path = dir.join(file_name(base_offset));
         let file = OpenOptions::new()
             .read(true)
@@ -113,13 +120,16 @@ impl Segment {
             .truncate(true)
             .open(&path)?;
         File::open(dir)?.sync_all()?;
-        Ok(Self::empty(base_offset, file, path, now_ms))
+        let seg = Self::empty(base_offset, path, now_ms, cache);
+        cache.insert(seg.id, file);
+        Ok(seg)
     }
 
-    fn empty(base_offset: i64, file: File, path: PathBuf, now_ms: i64) -> Self {
+    fn empty(base_offset: i64, path: PathBuf, now_ms: i64, cache: &Arc<FileCache>) -> Self {
         Self {
             base_offset,
-            file: Arc::new(file),
+            id: cache.new_id(),
+            cache: cache.clone(),
             path,
             size: 0,
             next_offset: base_offset,
@@ -139,10 +149,11 @@ impl Segment {
         base_offset: i64,
         verify: bool,
         now_ms: i64,
+        cache: &Arc<FileCache>,
     ) -> Result<(Self, Recovery)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let file_len = file.metadata()?.len();
-        let mut seg = Self::empty(base_offset, file, path.to_path_buf(), now_ms);
+        let mut seg = Self::empty(base_offset, path.to_path_buf(), now_ms, cache);
         let mut rec = Recovery::default();
         let mut pos = 0u64;
         let mut buf = Vec::new();
@@ -160,7 +171,7 @@ impl Segment {
                         let ahead = if verify { SCAN_CHUNK } else { HEADER_LEN };
                         let want = len.max(ahead).min((file_len - from) as usize);
                         buf.resize(want, 0);
-                        seg.file.read_exact_at(buf, from)?;
+                        file.read_exact_at(buf, from)?;
                         *buf_start = from;
                     }
                     Ok(true)
@@ -191,10 +202,31 @@ impl Segment {
         }
         if pos < file_len {
             rec.truncated_bytes = file_len - pos;
-            seg.file.set_len(pos)?;
-            seg.file.sync_all()?;
+            file.set_len(pos)?;
+            file.sync_all()?;
         }
+        // Data may be in the page cache only (written, never acknowledged, then the process
+        // died; closed segments are fsync'd by the syncer, not at roll): the caller counts this
+        // segment toward the high watermark, so make it durable first. A clean file syncs at once.
+        file.sync_data()?;
+        cache.insert(seg.id, file);
         Ok((seg, rec))
+    }
+
+    /// The segment's open file (reopened through the cache if it was closed).
+    pub fn file(&self) -> std::io::Result<Arc<File>> {
+        self.cache.get(self.id, &self.path)
+    }
+
+    /// Deletes the file and closes it.
+    pub fn delete(&self) -> std::io::Result<()> {
+        self.cache.forget(self.id);
+        std::fs::remove_file(&self.path)
+    }
+
+    /// Closes the file (its partition is going away) without deleting it.
+    pub fn close(&self) {
+        self.cache.forget(self.id);
     }
 
     /// Records a batch that now sits at `pos` in the indexes and counters.
@@ -216,22 +248,29 @@ impl Segment {
         self.next_offset = h.last_offset() + 1;
     }
 
-    /// Writes already-offset-assigned batch bytes at the end of the file (page cache; not synced).
-    pub fn append(&mut self, bytes: &[u8], headers: &[BatchHeader]) -> Result<()> {
-        self.file.write_all_at(bytes, self.size)?;
+    /// Writes already-offset-assigned batch bytes at the end of the file (page cache; not
+    /// synced). Returns the handle written through, which the caller fsyncs later.
+    pub fn append(&mut self, bytes: &[u8], headers: &[BatchHeader]) -> Result<Arc<File>> {
+        let file = self.file()?;
+        if let Err(e) = file.write_all_at(bytes, self.size) {
+            // A partial write (disk full) leaves bytes after the last whole batch: cut them off,
+            // so only whole batches ever follow (best effort; the next write overwrites them).
+            let _ = file.set_len(self.size);
+            return Err(e.into());
+        }
         let mut pos = self.size;
         for h in headers {
             self.note_batch(h, pos);
             pos += h.size as u64;
         }
-        Ok(())
+        Ok(file)
     }
 
     /// File position of the batch that contains `offset`, scanning headers from the sparse index
     /// entry below it, not past `limit` bytes. `None` if no batch up to `limit` contains it.
     pub fn position_of(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>> {
         let (_, start) = self.offset_index.floor(offset);
-        scan_from(&self.file, start, limit, |h| h.last_offset() >= offset)
+        scan_from(&*self.file()?, start, limit, |h| h.last_offset() >= offset)
     }
 
     /// First batch (from the time index hint) whose max timestamp is >= `ts`, not past `limit`.
@@ -240,7 +279,7 @@ impl Segment {
             Some(off) => self.offset_index.floor(off).1,
             None => 0,
         };
-        scan_from(&self.file, start, limit, |h| h.max_timestamp >= ts)
+        scan_from(&*self.file()?, start, limit, |h| h.max_timestamp >= ts)
     }
 }
 

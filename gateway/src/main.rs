@@ -122,6 +122,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let (host, port) = advertised(&cfg.kafka_advertised, bound)?;
     info!(protocol = %"kafka", addr = %bound, advertised = %format!("{host}:{port}"), "listener bound");
     let kcfg = conflux_kafka::KafkaConfig {
+        listener: bound.to_string(),
         advertised_host: host,
         advertised_port: port,
         auto_create_topics: cfg.auto_create_topics,

@@ -106,6 +106,16 @@ pub mod code {
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     /// Group still has members (delete refused).
     pub const NON_EMPTY_GROUP: i16 = 68;
+    /// The replica assignment names brokers that do not exist.
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    /// No authorizer is configured, so ACLs cannot be described, created or deleted.
+    pub const SECURITY_DISABLED: i16 = 54;
+    /// The named log directory is not one of this broker's.
+    pub const LOG_DIR_NOT_FOUND: i16 = 57;
+    /// The preferred leader already leads the partition.
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    /// A reassignment was cancelled where none was in progress.
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 }
 
 /// Kafka error code for a core error.

@@ -192,6 +192,7 @@ const RECORDS: Ty = Ty::Bytes(true);
 const ARRAY_I32: Ty = Ty::Array(false, Elem::I32);
 const ARRAY_STR: Ty = Ty::Array(false, Elem::Str);
 const NULLABLE_ARRAY_STR: Ty = Ty::Array(true, Elem::Str);
+const NULLABLE_ARRAY_I32: Ty = Ty::Array(true, Elem::I32);
 
 const fn array(s: &'static Struct) -> Ty {
     Ty::Array(false, Elem::Struct(s))
@@ -261,6 +262,12 @@ struct Api {
     body: &'static Struct,
 }
 
+/// Every API the guard has a schema for, as `(key, min version, max version)`, in key order.
+/// This is the list of served APIs: ApiVersions advertises exactly it.
+pub fn served() -> impl Iterator<Item = (i16, i16, i16)> {
+    APIS.iter().map(|a| (a.key, a.min, a.max))
+}
+
 fn find_api(key: i16) -> Option<&'static Api> {
     APIS.iter().find(|api| api.key == key)
 }
@@ -269,7 +276,7 @@ fn find_api(key: i16) -> Option<&'static Api> {
 // Schemas (from kafka-protocol 0.18.0 decoders; the ranges are clamped to what it can decode)
 // ---------------------------------------------------------------------------------------------
 
-static APIS: [Api; 24] = [
+static APIS: [Api; 33] = [
     api(0, 3, 9, 9, &PRODUCE),
     api(1, 4, 12, 12, &FETCH),
     api(2, 1, 7, 6, &LIST_OFFSETS),
@@ -286,13 +293,22 @@ static APIS: [Api; 24] = [
     api(18, 0, 3, 3, &API_VERSIONS),
     api(19, 2, 7, 5, &CREATE_TOPICS),
     api(20, 1, 6, 4, &DELETE_TOPICS),
+    api(21, 0, 2, 2, &DELETE_RECORDS),
     api(22, 0, 4, 2, &INIT_PRODUCER_ID),
     api(23, 2, 4, 4, &OFFSET_FOR_LEADER_EPOCH),
+    api(29, 1, 3, 2, &DESCRIBE_ACLS),
+    api(30, 1, 3, 2, &CREATE_ACLS),
+    api(31, 1, 3, 2, &DELETE_ACLS),
     api(32, 1, 4, 4, &DESCRIBE_CONFIGS),
     api(33, 0, 2, 2, &ALTER_CONFIGS),
+    api(34, 1, 2, 2, &ALTER_REPLICA_LOG_DIRS),
+    api(35, 1, 4, 2, &DESCRIBE_LOG_DIRS),
     api(37, 0, 3, 2, &CREATE_PARTITIONS),
     api(42, 0, 2, 2, &DELETE_GROUPS),
+    api(43, 0, 2, 2, &ELECT_LEADERS),
     api(44, 0, 1, 1, &INCREMENTAL_ALTER_CONFIGS),
+    api(45, 0, 1, 0, &ALTER_PARTITION_REASSIGNMENTS),
+    api(46, 0, 0, 0, &LIST_PARTITION_REASSIGNMENTS),
     api(60, 0, 1, 0, &DESCRIBE_CLUSTER),
 ];
 
@@ -675,6 +691,125 @@ static INCREMENTAL_ALTER_CONFIGS_RESOURCE: Struct = Struct {
 };
 static INCREMENTAL_ALTER_CONFIGS_CONFIG: Struct = Struct {
     fields: &[all(STR), all(I8), all(NSTR)], // name, config_operation, value
+    tagged: &[],
+};
+
+// DeleteRecords (21)
+static DELETE_RECORDS: Struct = Struct {
+    fields: &[
+        all(array(&DELETE_RECORDS_TOPIC)),
+        all(I32), // timeout_ms
+    ],
+    tagged: &[],
+};
+static DELETE_RECORDS_TOPIC: Struct = Struct {
+    fields: &[all(STR), all(array(&DELETE_RECORDS_PARTITION))],
+    tagged: &[],
+};
+static DELETE_RECORDS_PARTITION: Struct = Struct {
+    fields: &[all(I32), all(I64)], // partition_index, offset
+    tagged: &[],
+};
+
+// DescribeAcls (29): the filter fields, inline.
+static DESCRIBE_ACLS: Struct = Struct {
+    fields: &ACL_FILTER_FIELDS,
+    tagged: &[],
+};
+/// resource_type, resource_name, pattern_type, principal, host, operation, permission_type.
+const ACL_FILTER_FIELDS: [Field; 7] = [
+    all(I8),
+    all(NSTR),
+    all(I8),
+    all(NSTR),
+    all(NSTR),
+    all(I8),
+    all(I8),
+];
+
+// CreateAcls (30)
+static CREATE_ACLS: Struct = Struct {
+    fields: &[all(array(&CREATE_ACLS_CREATION))],
+    tagged: &[],
+};
+static CREATE_ACLS_CREATION: Struct = Struct {
+    fields: &[
+        all(I8),
+        all(STR),
+        all(I8),
+        all(STR),
+        all(STR),
+        all(I8),
+        all(I8),
+    ],
+    tagged: &[],
+};
+
+// DeleteAcls (31)
+static DELETE_ACLS: Struct = Struct {
+    fields: &[all(array(&DELETE_ACLS_FILTER))],
+    tagged: &[],
+};
+static DELETE_ACLS_FILTER: Struct = Struct {
+    fields: &ACL_FILTER_FIELDS,
+    tagged: &[],
+};
+
+// AlterReplicaLogDirs (34)
+static ALTER_REPLICA_LOG_DIRS: Struct = Struct {
+    fields: &[all(array(&ALTER_REPLICA_LOG_DIR))],
+    tagged: &[],
+};
+static ALTER_REPLICA_LOG_DIR: Struct = Struct {
+    fields: &[all(STR), all(array(&TOPIC_PARTITION_LIST))], // path, topics
+    tagged: &[],
+};
+/// A topic name and a list of partition indexes (used by several admin requests).
+static TOPIC_PARTITION_LIST: Struct = Struct {
+    fields: &[all(STR), all(ARRAY_I32)],
+    tagged: &[],
+};
+
+// DescribeLogDirs (35)
+static DESCRIBE_LOG_DIRS: Struct = Struct {
+    fields: &[all(nullable_array(&TOPIC_PARTITION_LIST))],
+    tagged: &[],
+};
+
+// ElectLeaders (43)
+static ELECT_LEADERS: Struct = Struct {
+    fields: &[
+        from(1, I8), // election_type
+        all(nullable_array(&TOPIC_PARTITION_LIST)),
+        all(I32), // timeout_ms
+    ],
+    tagged: &[],
+};
+
+// AlterPartitionReassignments (45)
+static ALTER_PARTITION_REASSIGNMENTS: Struct = Struct {
+    fields: &[
+        all(I32),      // timeout_ms
+        from(1, BOOL), // allow_replication_factor_change
+        all(array(&REASSIGNABLE_TOPIC)),
+    ],
+    tagged: &[],
+};
+static REASSIGNABLE_TOPIC: Struct = Struct {
+    fields: &[all(STR), all(array(&REASSIGNABLE_PARTITION))],
+    tagged: &[],
+};
+static REASSIGNABLE_PARTITION: Struct = Struct {
+    fields: &[all(I32), all(NULLABLE_ARRAY_I32)], // partition_index, replicas
+    tagged: &[],
+};
+
+// ListPartitionReassignments (46)
+static LIST_PARTITION_REASSIGNMENTS: Struct = Struct {
+    fields: &[
+        all(I32), // timeout_ms
+        all(nullable_array(&TOPIC_PARTITION_LIST)),
+    ],
     tagged: &[],
 };
 

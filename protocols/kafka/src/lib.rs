@@ -7,6 +7,7 @@
 //!   off the wire can make the `kafka-protocol` decoder reserve unbounded memory.
 //! - [`connection`]: one TCP connection — framing, pipelined requests, in-order responses.
 //! - [`codec`]: response framing and the protocol-level error answers.
+//! - [`configs`]: Kafka's topic and broker config names, validation and reporting.
 //! - [`handlers`]: one module per API family (produce, fetch, metadata, offsets, admin, …).
 //! - [`group`]: the classic consumer-group coordinator (join/sync/heartbeat/leave).
 //! - [`errors`]: the crate's error type ([`errors::KafkaError`], why a connection closes) and the
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod configs;
 pub mod connection;
 pub mod errors;
 pub mod group;
@@ -33,6 +35,8 @@ use tracing::{info, warn, Instrument};
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
+    /// Address the listener is bound to (`host:port`), reported as `listeners`.
+    pub listener: String,
     /// Host clients are told to connect to (Metadata, FindCoordinator).
     pub advertised_host: String,
     /// Port clients are told to connect to.
@@ -54,6 +58,7 @@ pub struct KafkaConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
+            listener: "0.0.0.0:9092".into(),
             advertised_host: "localhost".into(),
             advertised_port: 9092,
             node_id: 0,

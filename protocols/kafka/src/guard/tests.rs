@@ -677,3 +677,44 @@ fn fetch_known_tagged_fields_are_walked() {
         &W::default().uvarint(1).uvarint(5).uvarint(3).raw(&[1, 2]).0
     )));
 }
+
+#[test]
+fn admin_requests_with_huge_counts_are_rejected() {
+    // DeleteRecords v1 claiming 2^31-1 topics.
+    let frame = W::header(21, 1, 7, false).i32(i32::MAX).str("t").0;
+    assert!(malformed(&frame));
+    // DescribeLogDirs v1: one topic claiming 2^31-1 partitions.
+    let frame = W::header(35, 1, 7, false).i32(1).str("t").i32(i32::MAX).0;
+    assert!(malformed(&frame));
+    // CreateAcls v2 (flexible) with a compact count of 2^32-2.
+    let frame = W::header(30, 2, 7, true)
+        .uvarint(u32::MAX)
+        .raw(&[1, 2, 3])
+        .0;
+    assert!(malformed(&frame));
+    // AlterPartitionReassignments v0: one topic, one partition, replicas claiming 2^20.
+    let frame = W::header(45, 0, 7, true)
+        .i32(1000)
+        .uvarint(2)
+        .cstr("t")
+        .uvarint(2)
+        .i32(0)
+        .uvarint(1 << 20)
+        .0;
+    assert!(malformed(&frame));
+    // ElectLeaders v1 truncated after the election type.
+    let frame = W::header(43, 1, 7, false).raw(&[0]).0;
+    assert!(malformed(&frame));
+    // The same requests with honest counts pass.
+    let frame = W::header(21, 1, 7, false)
+        .i32(1)
+        .str("t")
+        .i32(1)
+        .i32(0)
+        .raw(&(-1i64).to_be_bytes())
+        .i32(1000)
+        .0;
+    assert!(check_request(&frame).is_ok());
+    let frame = W::header(35, 1, 7, false).i32(-1).0;
+    assert!(check_request(&frame).is_ok(), "null topic list = all");
+}

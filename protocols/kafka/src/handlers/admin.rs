@@ -9,7 +9,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
@@ -20,15 +20,13 @@ use kafka_protocol::messages::{
 };
 
 use super::{s, Ctx};
+use crate::configs;
 use crate::errors::{code, error_code};
 use crate::KafkaBroker;
 
 /// DescribeConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-/// Config sources.
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
 
 fn topic_config(
     b: &KafkaBroker,
@@ -44,10 +42,48 @@ fn topic_config(
     }
     for (k, v) in configs {
         if let Some(v) = v {
-            cfg.set(k, v)?;
+            configs::set(&mut cfg, k, v)?;
         }
     }
     Ok(cfg)
+}
+
+/// Checks a CreateTopics manual replica assignment as Kafka does, for a cluster whose only
+/// broker is `node`: partitions numbered 0..n, each with exactly one replica, this broker.
+/// Returns the partition count.
+fn manual_assignment(
+    assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment],
+    num_partitions: i32,
+    replication_factor: i16,
+    node: i32,
+) -> Result<i32, (i16, String)> {
+    if num_partitions != -1 || replication_factor != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+        ));
+    }
+    let mut indexes: Vec<i32> = assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+        return Err((
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    for a in assignments {
+        let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        if ids.as_slice() != [node] {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "partition {} is assigned to brokers {ids:?}; this cluster has one broker ({node}), so each partition has exactly that one replica",
+                    a.partition_index
+                ),
+            ));
+        }
+    }
+    Ok(assignments.len() as i32)
 }
 
 /// Creates topics (replication factor must be 1 or -1: this is a single node).
@@ -57,7 +93,9 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let r = CreatableTopicResult::default().with_name(t.name.clone());
+            let r = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_message(None);
             let fail = |c: i16, msg: String| {
                 r.clone()
                     .with_error_code(c)
@@ -69,18 +107,25 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
                     "this broker has one node: replication factor must be 1".into(),
                 );
             }
+            let mut num_partitions = t.num_partitions;
             if !t.assignments.is_empty() {
-                return fail(
-                    code::INVALID_REQUEST,
-                    "manual replica assignment is not supported".into(),
-                );
+                let node = b.config.node_id;
+                match manual_assignment(
+                    &t.assignments,
+                    t.num_partitions,
+                    t.replication_factor,
+                    node,
+                ) {
+                    Ok(n) => num_partitions = n,
+                    Err((c, msg)) => return fail(c, msg),
+                }
             }
             let configs: Vec<(String, Option<String>)> = t
                 .configs
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            let cfg = match topic_config(b, t.num_partitions, &configs) {
+            let cfg = match topic_config(b, num_partitions, &configs) {
                 Ok(c) => c,
                 Err(e) => return fail(error_code(&e), e.to_string()),
             };
@@ -102,13 +147,17 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
                         r = r
                             .with_num_partitions(cfg.partitions as i32)
                             .with_replication_factor(1);
+                        // Every topic config, by name, with its source (KIP-525), as Kafka does.
                         r = r.with_configs(Some(
-                            cfg.entries()
+                            configs::topic_entries(&cfg, &broker_defaults(b))
                                 .into_iter()
-                                .map(|(k, v)| {
+                                .map(|e| {
                                     CreatableTopicConfigs::default()
-                                        .with_name(s(k))
-                                        .with_value(Some(s(v)))
+                                        .with_name(s(e.name))
+                                        .with_value(Some(s(e.value)))
+                                        .with_config_source(e.source)
+                                        .with_read_only(false)
+                                        .with_is_sensitive(false)
                                 })
                                 .collect(),
                         ));
@@ -182,86 +231,182 @@ pub fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-/// Describes topic configs (retention and friends) and a few broker settings.
-pub fn describe_configs(b: &KafkaBroker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
-    let defaults = b.core.stream_defaults();
-    let results =
-        req.resources
-            .into_iter()
-            .map(|res| {
-                let name = res.resource_name.to_string();
-                let r = DescribeConfigsResult::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
-                let entries: Vec<(String, String, i8)> =
-                    match res.resource_type {
-                        RESOURCE_TOPIC => match b.core.stream(&name) {
-                            Some(st) => {
-                                let def: std::collections::HashMap<_, _> =
-                                    defaults.entries().into_iter().collect();
-                                st.config()
-                                    .entries()
-                                    .into_iter()
-                                    .map(|(k, v)| {
-                                        let src = if def.get(&k) == Some(&v) {
-                                            SOURCE_DEFAULT
-                                        } else {
-                                            SOURCE_TOPIC
-                                        };
-                                        (k, v, src)
-                                    })
-                                    .collect()
-                            }
-                            None => {
-                                return r
-                                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
-                                    .with_error_message(Some(s(format!("unknown topic {name}"))))
-                            }
-                        },
-                        RESOURCE_BROKER => vec![
-                            (
-                                "num.partitions".into(),
-                                defaults.partitions.to_string(),
-                                SOURCE_DEFAULT,
-                            ),
-                            (
-                                "auto.create.topics.enable".into(),
-                                b.config.auto_create_topics.to_string(),
-                                SOURCE_DEFAULT,
-                            ),
-                            (
-                                "log.retention.ms".into(),
-                                defaults.retention_ms.to_string(),
-                                SOURCE_DEFAULT,
-                            ),
-                            (
-                                "log.segment.bytes".into(),
-                                defaults.segment_bytes.to_string(),
-                                SOURCE_DEFAULT,
-                            ),
-                        ],
-                        _ => {
-                            return r.with_error_code(code::INVALID_REQUEST).with_error_message(
-                                Some(s("only topic and broker resources are described")),
-                            )
-                        }
+/// What this broker's settings make the defaults of topic configs.
+pub(crate) fn broker_defaults(b: &KafkaBroker) -> configs::BrokerDefaults {
+    configs::BrokerDefaults {
+        stream: b.core.stream_defaults(),
+        max_batch_bytes: b.core.config().max_batch_bytes,
+    }
+}
+
+fn broker_settings(b: &KafkaBroker) -> configs::BrokerSettings {
+    let c = &b.config;
+    configs::BrokerSettings {
+        node_id: c.node_id,
+        listener: format!("PLAINTEXT://{}", c.listener),
+        advertised: format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+        log_dir: b.core.log_dir().display().to_string(),
+        auto_create_topics: c.auto_create_topics,
+        max_request_bytes: c.max_request_bytes,
+        fetch_max_bytes: c.fetch_max_bytes,
+        group_initial_rebalance_delay_ms: c.group_initial_rebalance_delay.as_millis() as u64,
+        retention_check_interval_ms: b.core.config().retention_check_interval.as_millis() as u64,
+        defaults: broker_defaults(b),
+    }
+}
+
+/// One DescribeConfigs entry before filtering and encoding.
+struct Entry {
+    name: &'static str,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+    ty: configs::ConfigType,
+    synonyms: Vec<(&'static str, Option<String>, i8)>,
+    doc: &'static str,
+}
+
+/// The entries of one described resource, or the error answer for it.
+fn describe_resource(
+    b: &KafkaBroker,
+    resource_type: i8,
+    name: &str,
+) -> Result<Vec<Entry>, (i16, Option<String>)> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let st = b
+                .core
+                .stream(name)
+                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
+            let defaults = broker_defaults(b);
+            Ok(configs::topic_entries(&st.config(), &defaults)
+                .into_iter()
+                .map(|e| {
+                    // Synonyms in Kafka's order: the topic override, then the broker setting
+                    // that supplies the default.
+                    let mut synonyms = Vec::new();
+                    if e.source == configs::source::TOPIC {
+                        synonyms.push((e.name, Some(e.value.clone()), configs::source::TOPIC));
+                    }
+                    if let Some(syn) = e.def.broker_synonym {
+                        synonyms.push((syn, Some(defaults.value(e.def)), configs::source::DEFAULT));
+                    }
+                    Entry {
+                        name: e.name,
+                        value: Some(e.value),
+                        source: e.source,
+                        read_only: false,
+                        ty: e.def.ty,
+                        synonyms,
+                        doc: e.def.doc,
+                    }
+                })
+                .collect())
+        }
+        RESOURCE_BROKER => {
+            // Kafka answers its own id, and "" (dynamic cluster defaults: none here).
+            if name.is_empty() {
+                return Ok(Vec::new());
+            }
+            match name.parse::<i32>() {
+                Ok(id) if id == b.config.node_id => {}
+                Ok(id) => {
+                    return Err((
+                        code::INVALID_REQUEST,
+                        Some(format!(
+                            "Unexpected broker id, expected {} or empty string, but received {id}",
+                            b.config.node_id
+                        )),
+                    ))
+                }
+                Err(_) => {
+                    return Err((
+                        code::INVALID_REQUEST,
+                        Some(format!("Broker id must be an integer, but it is: {name}")),
+                    ))
+                }
+            }
+            Ok(configs::broker_entries(&broker_settings(b))
+                .into_iter()
+                .map(|e| Entry {
+                    name: e.name,
+                    synonyms: vec![(e.name, e.value.clone(), e.source)],
+                    value: e.value,
+                    source: e.source,
+                    read_only: e.read_only,
+                    ty: e.ty,
+                    doc: e.doc,
+                })
+                .collect())
+        }
+        _ => Err((
+            code::INVALID_REQUEST,
+            Some("only topic and broker resources are described".into()),
+        )),
+    }
+}
+
+/// DescribeConfigs for topics (every Kafka topic config, its value, source and type) and for
+/// this broker (the settings clients look for, with their real values), as Kafka 4.x fills
+/// them: synonyms only when asked for, documentation only when asked for.
+pub fn describe_configs(
+    b: &KafkaBroker,
+    ctx: &Ctx,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let entries = match describe_resource(b, res.resource_type, &res.resource_name) {
+                Ok(e) => e,
+                Err((c, msg)) => return r.with_error_code(c).with_error_message(msg.map(s)),
+            };
+            // A null or empty key list means every key.
+            let wanted: Option<Vec<String>> = res
+                .configuration_keys
+                .filter(|ks| !ks.is_empty())
+                .map(|ks| ks.iter().map(|k| k.to_string()).collect());
+            let configs = entries
+                .into_iter()
+                .filter(|e| {
+                    wanted
+                        .as_ref()
+                        .is_none_or(|w| w.iter().any(|k| k == e.name))
+                })
+                .map(|e| {
+                    let synonyms = if req.include_synonyms {
+                        e.synonyms
+                            .into_iter()
+                            .map(|(n, v, src)| {
+                                DescribeConfigsSynonym::default()
+                                    .with_name(s(n))
+                                    .with_value(v.map(s))
+                                    .with_source(src)
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
                     };
-                let wanted = res
-                    .configuration_keys
-                    .map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
-                let configs = entries
-                    .into_iter()
-                    .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
-                    .map(|(k, v, src)| {
-                        DescribeConfigsResourceResult::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v)))
-                            .with_config_source(src)
-                    })
-                    .collect();
-                r.with_configs(configs)
-            })
-            .collect();
+                    DescribeConfigsResourceResult::default()
+                        .with_name(s(e.name))
+                        .with_value(e.value.map(s))
+                        .with_read_only(e.read_only)
+                        .with_config_source(e.source)
+                        .with_is_sensitive(false)
+                        .with_synonyms(synonyms)
+                        .with_config_type(if ctx.version >= 3 { e.ty as i8 } else { 0 })
+                        .with_documentation(
+                            (req.include_documentation && ctx.version >= 3).then(|| s(e.doc)),
+                        )
+                })
+                .collect();
+            r.with_configs(configs)
+        })
+        .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
@@ -321,8 +466,8 @@ fn alter_topic(
         }
         for op in &ops {
             match op {
-                ConfigOp::Set(k, v) => cfg.set(k, v)?,
-                ConfigOp::Unset(k) => cfg.unset(k, &defaults),
+                ConfigOp::Set(k, v) => configs::set(cfg, k, v)?,
+                ConfigOp::Unset(k) => configs::unset(cfg, k, &defaults),
             }
         }
         Ok(())

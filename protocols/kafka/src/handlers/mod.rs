@@ -3,13 +3,16 @@
 //! Handlers that finish at once return a [`ResponseKind`]; those that wait (produce for
 //! durability, fetch for data, join/sync for the group) return a future of one.
 
+pub mod acls;
 pub mod admin;
 pub mod api_versions;
+pub mod delete_records;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod replicas;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -190,7 +193,7 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
         RequestKind::DescribeConfigs(r) => ready(
             corr,
             v,
-            ResponseKind::DescribeConfigs(admin::describe_configs(&b, r)),
+            ResponseKind::DescribeConfigs(admin::describe_configs(&b, &ctx, r)),
         ),
         RequestKind::InitProducerId(r) => ready(
             corr,
@@ -219,6 +222,43 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
             v,
             ResponseKind::DescribeCluster(metadata::describe_cluster(&b, r)),
         ),
+        RequestKind::DeleteRecords(r) => ready(
+            corr,
+            v,
+            blocking(|| ResponseKind::DeleteRecords(delete_records::handle(&b, r))),
+        ),
+        RequestKind::DescribeLogDirs(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeLogDirs(replicas::describe_log_dirs(&b, &ctx, r)),
+        ),
+        RequestKind::AlterReplicaLogDirs(r) => ready(
+            corr,
+            v,
+            ResponseKind::AlterReplicaLogDirs(replicas::alter_replica_log_dirs(&b, r)),
+        ),
+        RequestKind::ElectLeaders(r) => ready(
+            corr,
+            v,
+            ResponseKind::ElectLeaders(replicas::elect_leaders(&b, r)),
+        ),
+        RequestKind::ListPartitionReassignments(r) => ready(
+            corr,
+            v,
+            ResponseKind::ListPartitionReassignments(replicas::list_partition_reassignments(&b, r)),
+        ),
+        RequestKind::AlterPartitionReassignments(r) => ready(
+            corr,
+            v,
+            ResponseKind::AlterPartitionReassignments(replicas::alter_partition_reassignments(
+                &b, r,
+            )),
+        ),
+        RequestKind::DescribeAcls(r) => {
+            ready(corr, v, ResponseKind::DescribeAcls(acls::describe(r)))
+        }
+        RequestKind::CreateAcls(r) => ready(corr, v, ResponseKind::CreateAcls(acls::create(r))),
+        RequestKind::DeleteAcls(r) => ready(corr, v, ResponseKind::DeleteAcls(acls::delete(r))),
         _ => return Err(KafkaError::NotServed(format!("{api:?}"))),
     })
 }
