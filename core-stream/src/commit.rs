@@ -7,12 +7,20 @@ use std::time::Duration;
 
 use tracing::error;
 
-use crate::partition::Partition;
+use crate::error::Result;
+
+/// Something with written data to make durable: a partition log.
+pub trait Syncable: Send + Sync {
+    /// Fsyncs what is written and publishes it to readers.
+    fn sync(&self) -> Result<()>;
+    /// Stream name and partition index, for logs.
+    fn name(&self) -> (&str, u32);
+}
 
 #[derive(Default)]
 struct Queue {
-    urgent: Vec<Arc<Partition>>,
-    lazy: Vec<Arc<Partition>>,
+    urgent: Vec<Arc<dyn Syncable>>,
+    lazy: Vec<Arc<dyn Syncable>>,
     stop: bool,
 }
 
@@ -49,13 +57,14 @@ impl Syncer {
     }
 
     /// Queues a partition whose writers are waiting for durability: synced as soon as possible.
-    pub fn enqueue(&self, p: Arc<Partition>) {
+    pub fn enqueue(&self, p: Arc<dyn Syncable>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.stop {
             // After shutdown nobody else will sync: do it here so no writer waits forever.
             drop(q);
             if let Err(e) = p.sync() {
-                error!(stream = %p.stream, partition = p.index, error = %e, "fsync failed");
+                let (stream, partition) = p.name();
+                error!(stream, partition, error = %e, "fsync failed");
             }
             return;
         }
@@ -64,7 +73,7 @@ impl Syncer {
     }
 
     /// Queues a partition for the next interval sync (nobody waits on it).
-    pub fn enqueue_lazy(&self, p: Arc<Partition>) {
+    pub fn enqueue_lazy(&self, p: Arc<dyn Syncable>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.lazy.push(p);
     }
@@ -85,8 +94,13 @@ impl Syncer {
             drop(q);
             for p in batch {
                 if let Err(e) = p.sync() {
-                    // Writers stay unacknowledged: the client times out and retries.
-                    error!(stream = %p.stream, partition = p.index, error = %e, "fsync failed");
+                    // The partition refuses further writes and fails its waiting writers.
+                    let (stream, partition) = p.name();
+                    let errno = match &e {
+                        crate::error::StreamError::Io(io) => io.raw_os_error().unwrap_or(0),
+                        _ => 0,
+                    };
+                    error!(stream, partition, errno, error = %e, "fsync failed; the partition accepts no more writes");
                 }
             }
             q = self.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,9 +14,10 @@ use tracing::{error, info, warn};
 use crate::batch::{self, Record};
 use crate::config::{CoreConfig, StreamConfig};
 use crate::error::{Result, StreamError};
-use crate::log::{LogFactory, PartitionLog, SegmentLogs};
+use crate::log::{AppendOutcome, LogFactory, PartitionLog};
 use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
-use crate::partition::{now_ms, AppendOutcome};
+use crate::partition::now_ms;
+use crate::segment_logs::SegmentLogs;
 use crate::stream::{pattern_matches, validate_name, Stream};
 
 /// The stream core: one per broker process.
@@ -37,8 +38,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// Opens the data directory: the metadata store, then every stream's partitions (with
-    /// recovery of torn tails). Starts the fsync thread and the retention thread.
+    /// Opens the data directory with the embedded storage (redb metadata, segment logs with
+    /// group commit): recovers every stream's partitions, starts the fsync and retention threads.
     pub fn open(config: CoreConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(config.data_dir.join("streams"))?;
         let meta: Arc<dyn MetadataStore> =
@@ -49,6 +50,16 @@ impl Core {
             config.fsync_interval,
             config.max_open_files,
         ));
+        Self::with_storage(config, meta, logs)
+    }
+
+    /// A core over the given storage: the seam where a distributed engine replaces the
+    /// embedded metadata store and partition logs. Opens every stream the store lists.
+    pub fn with_storage(
+        config: CoreConfig,
+        meta: Arc<dyn MetadataStore>,
+        logs: Arc<dyn LogFactory>,
+    ) -> Result<Arc<Self>> {
         let core = Arc::new(Self {
             config,
             meta,
@@ -65,11 +76,11 @@ impl Core {
             core.streams.insert(m.name.clone(), s);
         }
         info!(streams = core.streams.len(), dir = %core.config.data_dir.display(), "stream core open");
-        core.start_retention();
+        core.start_retention()?;
         Ok(core)
     }
 
-    fn start_retention(self: &Arc<Self>) {
+    fn start_retention(self: &Arc<Self>) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         *self
             .retention_stop
@@ -77,14 +88,15 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let weak = Arc::downgrade(self);
         let every = self.config.retention_check_interval;
-        let _ = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("conflux-retention".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                     let Some(core) = weak.upgrade() else { return };
                     core.apply_retention();
                 }
-            });
+            })?;
+        Ok(())
     }
 
     /// Applies retention to every partition now.
@@ -97,6 +109,11 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// How many times streams were created, deleted or grown since start.
+    pub fn catalog_version(&self) -> u64 {
+        *self.catalog.borrow()
     }
 
     /// The settings the core runs with.
@@ -174,6 +191,19 @@ impl Core {
         }
     }
 
+    /// The one gate every write goes through, whichever protocol sent it: refuses writes
+    /// after shutdown and batches over `max_batch_bytes`, validates every batch (CRC-32C,
+    /// sizes, counts; nothing trusted) and appends them to one partition. The outcome's ticket
+    /// resolves once the data is durable.
+    pub fn append(&self, stream: &Stream, partition: i32, data: &[u8]) -> Result<AppendOutcome> {
+        self.check_open()?;
+        if data.len() > self.config.max_batch_bytes {
+            return Err(StreamError::MessageTooLarge(data.len()));
+        }
+        let headers = batch::validate_all(data)?;
+        stream.partition(partition)?.append(data, &headers)
+    }
+
     /// Appends records to a named stream (created with defaults if missing), for writers that
     /// are not Kafka clients. The partition is chosen from the key exactly as Kafka clients
     /// choose it (murmur2), so one key lands on one partition whichever protocol wrote it;
@@ -195,8 +225,7 @@ impl Core {
             None => fallback_partition % n,
         };
         let data: Bytes = batch::build_batch(records, None);
-        let headers = batch::validate_all(&data)?;
-        s.partition(p as i32)?.append(&data, &headers)
+        self.append(&s, p as i32, &data)
     }
 
     /// Default settings for new streams.

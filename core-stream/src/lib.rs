@@ -8,7 +8,8 @@
 //! - [`partition`]: a [`Partition`] log — append with idempotent-producer checks, read up to the
 //!   high watermark, live-tail wake-ups, retention.
 //! - [`segment`]: one segment file with its sparse offset and time indexes, and recovery.
-//! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and the embedded [`SegmentLogs`].
+//! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and their result types.
+//! - [`segment_logs`]: the embedded storage, [`SegmentLogs`] (segment files + group commit).
 //! - [`commit`]: group commit — one fsync thread shared by all writers.
 //! - [`file_cache`]: the bounded cache of open segment files.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
@@ -27,12 +28,14 @@ pub mod log;
 pub mod meta;
 pub mod partition;
 pub mod segment;
+pub mod segment_logs;
 pub mod stream;
 
 pub use crate::config::{CoreConfig, FsyncPolicy, StreamConfig};
 pub use crate::core::{partition_for_key, Core, PatternSubscription};
 pub use crate::error::{Result, StreamError};
-pub use crate::log::{LogFactory, PartitionLog, SegmentLogs};
+pub use crate::log::{AppendOutcome, DurableTicket, LogFactory, PartitionLog, ReadResult};
 pub use crate::meta::{CommittedOffset, GroupOffset, MetadataStore, StreamMeta};
-pub use crate::partition::{AppendOutcome, DurableTicket, Partition, ReadResult};
+pub use crate::partition::Partition;
+pub use crate::segment_logs::SegmentLogs;
 pub use crate::stream::{pattern_matches, validate_name, Stream};

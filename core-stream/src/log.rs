@@ -1,23 +1,87 @@
 //! The narrow storage traits the rest of the core talks to, so a distributed engine can later
-//! stand where the embedded segment log stands today:
+//! stand where the embedded segment log stands today, and the result types they share:
 //!
 //! - [`PartitionLog`]: append a batch and learn its offsets once durable, read from an offset,
 //!   the high watermark, wake-ups for new data, retention.
 //! - [`LogFactory`]: opens the partition logs of a stream.
 //!
-//! [`SegmentLogs`] is the embedded implementation (segment files + group commit).
+//! [`crate::segment_logs::SegmentLogs`] is the embedded implementation (segment files + group commit).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 use crate::batch::BatchHeader;
-use crate::commit::Syncer;
-use crate::config::{FsyncPolicy, StreamConfig};
-use crate::error::Result;
-use crate::file_cache::FileCache;
-use crate::partition::{AppendOutcome, Partition, ReadResult};
+use crate::config::StreamConfig;
+use crate::error::{Result, StreamError};
+
+/// What an append produced. The data is in the page cache; `durable` resolves once it is on disk.
+#[derive(Debug)]
+pub struct AppendOutcome {
+    /// Offset given to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// First offset still stored in the partition.
+    pub log_start_offset: i64,
+    /// True when the batch was a retried duplicate and was not written again.
+    pub duplicate: bool,
+    /// Wait on this before acknowledging.
+    pub durable: DurableTicket,
+}
+
+/// A claim on durability: resolves when the partition's high watermark passes the append.
+#[derive(Debug)]
+pub struct DurableTicket {
+    rx: Option<watch::Receiver<i64>>,
+    failed: Arc<AtomicBool>,
+    target: i64,
+}
+
+impl DurableTicket {
+    /// A ticket that resolves when the watched high watermark reaches `target`, or fails once
+    /// `failed` is set. `rx = None`: durable already (or never waited for, per the policy).
+    pub fn new(rx: Option<watch::Receiver<i64>>, failed: Arc<AtomicBool>, target: i64) -> Self {
+        Self { rx, failed, target }
+    }
+
+    /// Waits until the appended records are durable (per the fsync policy).
+    pub async fn wait(self) -> Result<()> {
+        let Some(mut rx) = self.rx else { return Ok(()) };
+        let (target, failed) = (self.target, self.failed);
+        let reached = rx
+            .wait_for(|hw| *hw >= target || failed.load(Ordering::Acquire))
+            .await
+            .map(|hw| *hw >= target)
+            .map_err(|_| StreamError::ShuttingDown)?;
+        if reached {
+            Ok(())
+        } else {
+            Err(fsync_failed())
+        }
+    }
+}
+
+/// Result of a read: whole stored batches plus the partition's bounds at read time.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Stored batch bytes, ready to be served as they are. Empty at the tail.
+    pub data: Bytes,
+    /// Offset after the last durable record: readers never see past it.
+    pub high_watermark: i64,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+}
+
+/// The error every writer of a partition gets after one of its fsyncs failed.
+pub fn fsync_failed() -> StreamError {
+    StreamError::Io(std::io::Error::other(
+        "an fsync of this partition failed; it accepts no more writes",
+    ))
+}
 
 /// One partition's storage.
 pub trait PartitionLog: Send + Sync + std::fmt::Debug {
@@ -68,73 +132,4 @@ pub trait LogFactory: Send + Sync + std::fmt::Debug {
     fn remove(&self, stream: &str, index: u32) -> Result<()>;
     /// Stops background work after the last flush.
     fn shutdown(&self);
-}
-
-/// The embedded default: segment files under `<data dir>/streams/<stream>-<partition>/`,
-/// made durable by one group-commit thread.
-#[derive(Debug)]
-pub struct SegmentLogs {
-    root: PathBuf,
-    fsync: FsyncPolicy,
-    syncer: Arc<Syncer>,
-    files: Arc<FileCache>,
-}
-
-impl SegmentLogs {
-    /// Logs under `root` with the given durability policy, keeping at most `max_open_files`
-    /// segment files open; starts the fsync thread.
-    pub fn new(
-        root: PathBuf,
-        fsync: FsyncPolicy,
-        fsync_interval: std::time::Duration,
-        max_open_files: usize,
-    ) -> Self {
-        Self {
-            root,
-            fsync,
-            syncer: Syncer::start(fsync_interval),
-            files: FileCache::new(max_open_files),
-        }
-    }
-
-    /// Segment files open now (bounded by `max_open_files`).
-    pub fn open_files(&self) -> usize {
-        self.files.open_files()
-    }
-
-    fn dir(&self, stream: &str, index: u32) -> PathBuf {
-        self.root.join(format!("{stream}-{index}"))
-    }
-}
-
-impl LogFactory for SegmentLogs {
-    fn open(
-        &self,
-        stream: &str,
-        index: u32,
-        config: &StreamConfig,
-    ) -> Result<Arc<dyn PartitionLog>> {
-        let p = Partition::open(
-            stream,
-            index,
-            self.dir(stream, index),
-            config.clone(),
-            self.fsync,
-            self.syncer.clone(),
-            self.files.clone(),
-        )?;
-        Ok(p)
-    }
-
-    fn remove(&self, stream: &str, index: u32) -> Result<()> {
-        let d = self.dir(stream, index);
-        if d.exists() {
-            std::fs::remove_dir_all(&d)?;
-        }
-        Ok(())
-    }
-
-    fn shutdown(&self) {
-        self.syncer.shutdown();
-    }
 }

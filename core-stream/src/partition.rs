@@ -12,67 +12,16 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::batch::{self, BatchHeader};
-use crate::commit::Syncer;
+use crate::commit::{Syncable, Syncer};
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{Result, StreamError};
 use crate::file_cache::FileCache;
+use crate::log::{AppendOutcome, DurableTicket, ReadResult};
 use crate::segment::{self, Segment};
 
 /// How many recent batches per producer are remembered to recognise retried duplicates
 /// (Kafka clients keep at most five requests in flight).
 const PRODUCER_WINDOW: usize = 5;
-
-/// What an append produced. The data is in the page cache; `durable` resolves once it is on disk.
-#[derive(Debug)]
-pub struct AppendOutcome {
-    /// Offset given to the first record.
-    pub base_offset: i64,
-    /// Offset of the last record.
-    pub last_offset: i64,
-    /// First offset still stored in the partition.
-    pub log_start_offset: i64,
-    /// True when the batch was a retried duplicate and was not written again.
-    pub duplicate: bool,
-    /// Wait on this before acknowledging.
-    pub durable: DurableTicket,
-}
-
-/// A claim on durability: resolves when the partition's high watermark passes the append.
-#[derive(Debug)]
-pub struct DurableTicket {
-    rx: Option<watch::Receiver<i64>>,
-    failed: Arc<AtomicBool>,
-    target: i64,
-}
-
-impl DurableTicket {
-    /// Waits until the appended records are durable (per the fsync policy).
-    pub async fn wait(self) -> Result<()> {
-        let Some(mut rx) = self.rx else { return Ok(()) };
-        let (target, failed) = (self.target, self.failed);
-        let reached = rx
-            .wait_for(|hw| *hw >= target || failed.load(Ordering::Acquire))
-            .await
-            .map(|hw| *hw >= target)
-            .map_err(|_| StreamError::ShuttingDown)?;
-        if reached {
-            Ok(())
-        } else {
-            Err(fsync_failed())
-        }
-    }
-}
-
-/// Result of a read: whole stored batches plus the partition's bounds at read time.
-#[derive(Debug, Clone)]
-pub struct ReadResult {
-    /// Stored batch bytes, ready to be served as they are. Empty at the tail.
-    pub data: Bytes,
-    /// Offset after the last durable record: readers never see past it.
-    pub high_watermark: i64,
-    /// First offset still stored.
-    pub log_start_offset: i64,
-}
 
 #[derive(Debug, Clone, Copy)]
 struct ProducerBatch {
@@ -284,7 +233,7 @@ impl Partition {
     /// checks idempotent-producer sequences and returns a ticket that resolves once durable.
     pub fn append(&self, data: &[u8], headers: &[BatchHeader]) -> Result<AppendOutcome> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(fsync_failed());
+            return Err(crate::log::fsync_failed());
         }
         let now = now_ms();
         let (segment_bytes, segment_ms) = {
@@ -394,11 +343,11 @@ impl Partition {
     }
 
     fn ticket(&self, target: i64) -> DurableTicket {
-        DurableTicket {
-            rx: (self.fsync == FsyncPolicy::Always).then(|| self.hw.subscribe()),
-            failed: self.failed.clone(),
+        DurableTicket::new(
+            (self.fsync == FsyncPolicy::Always).then(|| self.hw.subscribe()),
+            self.failed.clone(),
             target,
-        }
+        )
     }
 
     /// Closes the active segment and starts another. The closed file is handed to the syncer
@@ -677,12 +626,6 @@ fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
     Ok(())
 }
 
-fn fsync_failed() -> StreamError {
-    StreamError::Io(std::io::Error::other(
-        "an fsync of this partition failed; it accepts no more writes",
-    ))
-}
-
 /// Producers remembered per partition; past this the least recently written tenth is forgotten
 /// (a forgotten producer's next batch is accepted like a new producer's, as in Kafka after
 /// `producer.id.expiration.ms`).
@@ -769,6 +712,15 @@ fn note_producer(producers: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, b
         base_offset,
         last_offset: base_offset + i64::from(h.last_offset_delta),
     });
+}
+
+impl Syncable for Partition {
+    fn sync(&self) -> Result<()> {
+        Partition::sync(self)
+    }
+    fn name(&self) -> (&str, u32) {
+        (&self.stream, self.index)
+    }
 }
 
 impl crate::log::PartitionLog for Partition {

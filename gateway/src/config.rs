@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use core_stream::FsyncPolicy;
+use core_stream::{CoreConfig, FsyncPolicy};
 use serde::Deserialize;
 
 /// Every setting, with its default. Field names are the TOML keys.
@@ -27,6 +27,8 @@ pub struct Config {
     pub segment_bytes: u64,
     /// How often retention runs (ms).
     pub retention_check_interval_ms: u64,
+    /// Most segment files kept open at once (the rest are reopened on demand).
+    pub max_open_files: usize,
     /// Kafka listener address.
     pub kafka_listen: String,
     /// `host:port` given to Kafka clients in Metadata; empty = the bound address.
@@ -52,23 +54,29 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The defaults are the core's and the front-ends' own (one place each), plus the ports.
     fn default() -> Self {
+        let core = CoreConfig::new("./data");
+        let stream = &core.stream_defaults;
+        let kafka = conflux_kafka::KafkaConfig::default();
         Self {
-            data_dir: PathBuf::from("./data"),
-            fsync: FsyncPolicy::Always,
-            fsync_interval_ms: 200,
-            default_partitions: 1,
-            retention_ms: 7 * 24 * 3600 * 1000,
-            retention_bytes: -1,
-            segment_bytes: 128 * 1024 * 1024,
-            retention_check_interval_ms: 30_000,
+            data_dir: core.data_dir.clone(),
+            fsync: core.fsync,
+            fsync_interval_ms: core.fsync_interval.as_millis() as u64,
+            default_partitions: stream.partitions,
+            retention_ms: stream.retention_ms,
+            retention_bytes: stream.retention_bytes,
+            segment_bytes: stream.segment_bytes,
+            retention_check_interval_ms: core.retention_check_interval.as_millis() as u64,
+            max_open_files: core.max_open_files,
             kafka_listen: "0.0.0.0:9092".into(),
             kafka_advertised: String::new(),
-            auto_create_topics: true,
-            max_request_bytes: 16 * 1024 * 1024,
-            max_batch_bytes: 8 * 1024 * 1024,
-            fetch_max_bytes: 55 * 1024 * 1024,
-            group_initial_rebalance_delay_ms: 300,
+            auto_create_topics: kafka.auto_create_topics,
+            max_request_bytes: kafka.max_request_bytes,
+            max_batch_bytes: core.max_batch_bytes,
+            fetch_max_bytes: kafka.fetch_max_bytes,
+            group_initial_rebalance_delay_ms: kafka.group_initial_rebalance_delay.as_millis()
+                as u64,
             mqtt_listen: "0.0.0.0:1883".into(),
             amqp_listen: "0.0.0.0:5672".into(),
             http_listen: "0.0.0.0:8080".into(),
@@ -125,6 +133,9 @@ pub struct ServeArgs {
     /// How often retention runs (ms).
     #[arg(long, env = "CONFLUX_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Most segment files kept open at once.
+    #[arg(long, env = "CONFLUX_MAX_OPEN_FILES")]
+    pub max_open_files: Option<usize>,
     /// Create unknown topics on Metadata/Produce (true/false).
     #[arg(long, env = "CONFLUX_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -173,7 +184,8 @@ impl Config {
             retention_bytes,
             segment_bytes,
             retention_check_interval_ms,
-            auto_create_topics
+            auto_create_topics,
+            max_open_files
         );
         over!(
             max_request_bytes,
@@ -181,7 +193,8 @@ impl Config {
             fetch_max_bytes,
             group_initial_rebalance_delay_ms
         );
-        let checks: [(bool, &str); 6] = [
+        let checks: [(bool, &str); 7] = [
+            (c.max_open_files < 16, "max_open_files must be at least 16"),
             (
                 c.default_partitions == 0,
                 "default_partitions must be at least 1",

@@ -76,6 +76,7 @@ fn core_config(cfg: &Config) -> CoreConfig {
     c.fsync = cfg.fsync;
     c.fsync_interval = Duration::from_millis(cfg.fsync_interval_ms);
     c.max_batch_bytes = cfg.max_batch_bytes;
+    c.max_open_files = cfg.max_open_files;
     c.retention_check_interval = Duration::from_millis(cfg.retention_check_interval_ms.max(100));
     c.stream_defaults = StreamConfig {
         partitions: cfg.default_partitions,

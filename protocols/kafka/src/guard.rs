@@ -158,6 +158,8 @@ enum Ty {
     Array(bool, Elem),
     /// Nested struct, inline (only used for tagged fields).
     Struct(&'static Struct),
+    /// Nullable struct: an i8 marker (1 = present, followed by the struct; anything else = null).
+    OptionStruct(&'static Struct),
 }
 
 /// Element type of an array.
@@ -276,10 +278,10 @@ fn find_api(key: i16) -> Option<&'static Api> {
 // Schemas (from kafka-protocol 0.18.0 decoders; the ranges are clamped to what it can decode)
 // ---------------------------------------------------------------------------------------------
 
-static APIS: [Api; 33] = [
+static APIS: [Api; 35] = [
     api(0, 3, 9, 9, &PRODUCE),
     api(1, 4, 12, 12, &FETCH),
-    api(2, 1, 7, 6, &LIST_OFFSETS),
+    api(2, 1, 10, 6, &LIST_OFFSETS),
     api(3, 0, 12, 9, &METADATA),
     api(8, 2, 8, 8, &OFFSET_COMMIT),
     api(9, 1, 7, 6, &OFFSET_FETCH),
@@ -290,7 +292,7 @@ static APIS: [Api; 33] = [
     api(14, 0, 5, 4, &SYNC_GROUP),
     api(15, 0, 5, 5, &DESCRIBE_GROUPS),
     api(16, 0, 4, 3, &LIST_GROUPS),
-    api(18, 0, 3, 3, &API_VERSIONS),
+    api(18, 0, 4, 3, &API_VERSIONS),
     api(19, 2, 7, 5, &CREATE_TOPICS),
     api(20, 1, 6, 4, &DELETE_TOPICS),
     api(21, 0, 2, 2, &DELETE_RECORDS),
@@ -309,7 +311,9 @@ static APIS: [Api; 33] = [
     api(44, 0, 1, 1, &INCREMENTAL_ALTER_CONFIGS),
     api(45, 0, 1, 0, &ALTER_PARTITION_REASSIGNMENTS),
     api(46, 0, 0, 0, &LIST_PARTITION_REASSIGNMENTS),
+    api(55, 0, 2, 0, &DESCRIBE_QUORUM),
     api(60, 0, 1, 0, &DESCRIBE_CLUSTER),
+    api(75, 0, 0, 0, &DESCRIBE_TOPIC_PARTITIONS),
 ];
 
 const fn api(key: i16, min: i16, max: i16, flexible_from: i16, body: &'static Struct) -> Api {
@@ -405,6 +409,7 @@ static LIST_OFFSETS: Struct = Struct {
         all(I32),    // replica_id
         from(2, I8), // isolation_level
         all(array(&LIST_OFFSETS_TOPIC)),
+        from(10, I32), // timeout_ms
     ],
     tagged: &[],
 };
@@ -813,6 +818,38 @@ static LIST_PARTITION_REASSIGNMENTS: Struct = Struct {
     tagged: &[],
 };
 
+// DescribeQuorum (55)
+static DESCRIBE_QUORUM: Struct = Struct {
+    fields: &[all(array(&DESCRIBE_QUORUM_TOPIC))],
+    tagged: &[],
+};
+static DESCRIBE_QUORUM_TOPIC: Struct = Struct {
+    fields: &[all(STR), all(array(&DESCRIBE_QUORUM_PARTITION))],
+    tagged: &[],
+};
+static DESCRIBE_QUORUM_PARTITION: Struct = Struct {
+    fields: &[all(I32)],
+    tagged: &[],
+};
+
+// DescribeTopicPartitions (75)
+static DESCRIBE_TOPIC_PARTITIONS: Struct = Struct {
+    fields: &[
+        all(array(&DESCRIBE_TOPIC_PARTITIONS_TOPIC)),
+        all(I32), // response_partition_limit
+        all(Ty::OptionStruct(&DESCRIBE_TOPIC_PARTITIONS_CURSOR)),
+    ],
+    tagged: &[],
+};
+static DESCRIBE_TOPIC_PARTITIONS_TOPIC: Struct = Struct {
+    fields: &[all(STR)],
+    tagged: &[],
+};
+static DESCRIBE_TOPIC_PARTITIONS_CURSOR: Struct = Struct {
+    fields: &[all(STR), all(I32)], // topic_name, partition_index
+    tagged: &[],
+};
+
 // DescribeCluster (60)
 static DESCRIBE_CLUSTER: Struct = Struct {
     fields: &[
@@ -951,6 +988,14 @@ fn walk(c: &mut Cursor<'_>, ty: Ty, version: i16, flexible: bool) -> Walk {
             Ok(())
         }
         Ty::Struct(s) => walk_struct(c, s, version, flexible),
+        Ty::OptionStruct(s) => {
+            let [present] = c.fixed::<1>()?;
+            if present == 1 {
+                walk_struct(c, s, version, flexible)
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 

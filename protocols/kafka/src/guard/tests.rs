@@ -125,6 +125,17 @@ impl Gen {
                 }
             }
             Ty::Struct(s) => self.strukt(s, version, flexible),
+            Ty::OptionStruct(s) => {
+                // A slot like a nullable string: null is the marker -1.
+                let slot = self.slots;
+                self.slots += 1;
+                if self.null_at == Some(slot) {
+                    self.out.push(0xff);
+                } else {
+                    self.out.push(1);
+                    self.strukt(s, version, flexible);
+                }
+            }
         }
     }
 
@@ -490,7 +501,7 @@ fn mutated_valid_frames_never_slip_past_the_guard() {
 
 #[test]
 fn api_versions_above_max_is_unsupported() {
-    for version in [4, 7, i16::MAX] {
+    for version in [5, 7, i16::MAX] {
         let frame = W::header(18, version, 0x0a0b_0c0d, true).0;
         assert_eq!(
             check_request(&frame),
@@ -524,13 +535,19 @@ fn api_versions_above_max_is_unsupported() {
 }
 
 #[test]
-fn api_versions_v0_to_v3_are_accepted() {
+fn api_versions_v0_to_v4_are_accepted() {
     for version in 0..=2 {
         let frame = W::header(18, version, 1, false).0;
         assert_eq!(check_request(&frame).map(|h| h.header_version), Ok(1));
     }
-    let frame = W::header(18, 3, 1, true).cstr("x").cstr("1").uvarint(0).0;
-    assert_eq!(check_request(&frame).map(|h| h.header_version), Ok(2));
+    for version in 3..=4 {
+        let frame = W::header(18, version, 1, true)
+            .cstr("x")
+            .cstr("1")
+            .uvarint(0)
+            .0;
+        assert_eq!(check_request(&frame).map(|h| h.header_version), Ok(2));
+    }
 }
 
 #[test]

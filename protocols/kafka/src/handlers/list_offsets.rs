@@ -18,6 +18,10 @@ use crate::KafkaBroker;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// Earliest offset on local disk (v8+, tiered storage): all data is local here.
+const EARLIEST_LOCAL: i64 = -4;
+/// Latest offset in tiered storage (v9+): there is none here.
+const LATEST_TIERED: i64 = -5;
 
 /// Answers ListOffsets. Timestamp lookups have batch granularity: the answer is the first
 /// offset of the first batch holding a record at or after the timestamp.
@@ -45,7 +49,8 @@ pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> Lis
                     };
                     let (offset, ts) = match p.timestamp {
                         LATEST => (part.high_watermark(), -1),
-                        EARLIEST => (part.log_start_offset(), -1),
+                        EARLIEST | EARLIEST_LOCAL => (part.log_start_offset(), -1),
+                        LATEST_TIERED => (-1, -1),
                         MAX_TIMESTAMP => part.max_timestamp().unwrap_or((-1, -1)),
                         ts => match part.offset_for_timestamp(ts) {
                             Ok(found) => found.unwrap_or((-1, -1)),

@@ -9,8 +9,9 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 
 use super::{s, Ctx};
@@ -143,4 +144,144 @@ pub fn describe_cluster(b: &KafkaBroker, req: DescribeClusterRequest) -> Describ
         r = r.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
     }
     r
+}
+
+/// DescribeTopicPartitions (the Java AdminClient's `describeTopics` on 4.x brokers): the named
+/// topics (all when none are named) in name order, their partitions paged by
+/// `response_partition_limit` with a cursor, as Kafka pages them.
+pub fn describe_topic_partitions(
+    b: &KafkaBroker,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    use kafka_protocol::messages::describe_topic_partitions_response::{
+        Cursor, DescribeTopicPartitionsResponsePartition as Part,
+        DescribeTopicPartitionsResponseTopic as Topic,
+    };
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        b.core
+            .list_streams()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        req.topics.iter().map(|t| t.name.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (start_topic, start_partition) = match &req.cursor {
+        Some(c) => (c.topic_name.to_string(), c.partition_index.max(0)),
+        None => (String::new(), 0),
+    };
+    let mut budget = if req.response_partition_limit > 0 {
+        req.response_partition_limit as usize
+    } else {
+        2000
+    };
+    let node = BrokerId(b.config.node_id);
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names.into_iter().filter(|n| *n >= start_topic) {
+        let t = Topic::default().with_name(Some(TopicName(s(name.clone()))));
+        let Some(st) = b.core.stream(&name) else {
+            topics.push(t.with_error_code(crate::errors::code::UNKNOWN_TOPIC_OR_PARTITION));
+            continue;
+        };
+        if budget == 0 {
+            next_cursor = Some(Cursor::default().with_topic_name(TopicName(s(name))));
+            break;
+        }
+        let first = if name == start_topic {
+            start_partition
+        } else {
+            0
+        };
+        let count = st.partition_count() as i32;
+        let mut parts = Vec::new();
+        for i in first..count {
+            if budget == 0 {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(s(name.clone())))
+                        .with_partition_index(i),
+                );
+                break;
+            }
+            budget -= 1;
+            parts.push(
+                Part::default()
+                    .with_partition_index(i)
+                    .with_leader_id(node)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(vec![]))
+                    .with_last_known_elr(Some(vec![])),
+            );
+        }
+        topics.push(
+            t.with_topic_id(uuid::Uuid::from_bytes(st.id))
+                .with_partitions(parts)
+                .with_topic_authorized_operations(TOPIC_OPERATIONS),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}
+
+/// Name of the metadata log a KRaft quorum describes.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum (`kafka-metadata-quorum describe`): a single node is its own one-voter
+/// quorum and leads it. The high watermark counts the topic changes since start.
+pub fn describe_quorum(b: &KafkaBroker, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let node = BrokerId(b.config.node_id);
+    let hw = b.core.catalog_version() as i64;
+    let now = core_stream::partition::now_ms();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let r = PartitionData::default().with_partition_index(p.partition_index);
+                    if t.topic_name.0.as_str() != METADATA_TOPIC || p.partition_index != 0 {
+                        return r
+                            .with_error_code(crate::errors::code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_leader_id(BrokerId(-1))
+                            .with_leader_epoch(-1)
+                            .with_high_watermark(-1);
+                    }
+                    r.with_leader_id(node)
+                        .with_leader_epoch(1)
+                        .with_high_watermark(hw)
+                        .with_current_voters(vec![ReplicaState::default()
+                            .with_replica_id(node)
+                            .with_log_end_offset(hw)
+                            .with_last_fetch_timestamp(now)
+                            .with_last_caught_up_timestamp(now)])
+                })
+                .collect();
+            TopicData::default()
+                .with_topic_name(t.topic_name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeQuorumResponse::default()
+        .with_error_message(None)
+        .with_topics(topics)
+        .with_nodes(vec![Node::default().with_node_id(node).with_listeners(
+            vec![Listener::default()
+                .with_name(s("PLAINTEXT"))
+                .with_host(s(b.config.advertised_host.clone()))
+                .with_port(b.config.advertised_port)],
+        )])
 }

@@ -254,6 +254,16 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
                 &b, r,
             )),
         ),
+        RequestKind::DescribeTopicPartitions(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeTopicPartitions(metadata::describe_topic_partitions(&b, r)),
+        ),
+        RequestKind::DescribeQuorum(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeQuorum(metadata::describe_quorum(&b, r)),
+        ),
         RequestKind::DescribeAcls(r) => {
             ready(corr, v, ResponseKind::DescribeAcls(acls::describe(r)))
         }

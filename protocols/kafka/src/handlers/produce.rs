@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use core_stream::batch;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use tracing::debug;
@@ -44,24 +43,15 @@ pub fn handle(
                 slots.push(err(code::INVALID_REQUEST));
                 continue;
             }
-            let partition = match stream
-                .as_ref()
-                .map_err(error_code)
-                .and_then(|s| s.partition(p.index).map_err(|e| error_code(&e)))
-            {
-                Ok(x) => x,
-                Err(c) => {
-                    slots.push(err(c));
+            let stream = match &stream {
+                Ok(st) => st,
+                Err(e) => {
+                    slots.push(err(error_code(e)));
                     continue;
                 }
             };
             let records = p.records.unwrap_or_default();
-            if records.len() > b.core.config().max_batch_bytes {
-                slots.push(err(code::MESSAGE_TOO_LARGE));
-                continue;
-            }
-            let appended = batch::validate_all(&records)
-                .and_then(|headers| partition.append(&records, &headers));
+            let appended = b.core.append(stream, p.index, &records);
             match appended {
                 Ok(out) => slots.push(Slot::Wait(p.index, out)),
                 Err(e) => {

@@ -1,0 +1,81 @@
+//! The embedded storage: segment files under `<data dir>/streams/<stream>-<partition>/`, made
+//! durable by one group-commit thread, with a bounded cache of open files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::commit::Syncer;
+use crate::config::{FsyncPolicy, StreamConfig};
+use crate::error::Result;
+use crate::file_cache::FileCache;
+use crate::log::{LogFactory, PartitionLog};
+use crate::partition::Partition;
+
+/// The embedded default: segment files under `<data dir>/streams/<stream>-<partition>/`,
+/// made durable by one group-commit thread.
+#[derive(Debug)]
+pub struct SegmentLogs {
+    root: PathBuf,
+    fsync: FsyncPolicy,
+    syncer: Arc<Syncer>,
+    files: Arc<FileCache>,
+}
+
+impl SegmentLogs {
+    /// Logs under `root` with the given durability policy, keeping at most `max_open_files`
+    /// segment files open; starts the fsync thread.
+    pub fn new(
+        root: PathBuf,
+        fsync: FsyncPolicy,
+        fsync_interval: std::time::Duration,
+        max_open_files: usize,
+    ) -> Self {
+        Self {
+            root,
+            fsync,
+            syncer: Syncer::start(fsync_interval),
+            files: FileCache::new(max_open_files),
+        }
+    }
+
+    /// Segment files open now (bounded by `max_open_files`).
+    pub fn open_files(&self) -> usize {
+        self.files.open_files()
+    }
+
+    fn dir(&self, stream: &str, index: u32) -> PathBuf {
+        self.root.join(format!("{stream}-{index}"))
+    }
+}
+
+impl LogFactory for SegmentLogs {
+    fn open(
+        &self,
+        stream: &str,
+        index: u32,
+        config: &StreamConfig,
+    ) -> Result<Arc<dyn PartitionLog>> {
+        let p = Partition::open(
+            stream,
+            index,
+            self.dir(stream, index),
+            config.clone(),
+            self.fsync,
+            self.syncer.clone(),
+            self.files.clone(),
+        )?;
+        Ok(p)
+    }
+
+    fn remove(&self, stream: &str, index: u32) -> Result<()> {
+        let d = self.dir(stream, index);
+        if d.exists() {
+            std::fs::remove_dir_all(&d)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.syncer.shutdown();
+    }
+}
