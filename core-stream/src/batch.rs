@@ -307,14 +307,26 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes the records of one uncompressed batch (`batch` = whole batch bytes, already validated).
-/// Bounded: every length is checked against the bytes present; nothing is reserved from counts.
+/// Most bytes one batch's records may decompress to for non-Kafka readers.
+pub const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
+
+/// Decodes the records of one batch (`batch` = whole batch bytes), decompressing gzip, snappy,
+/// lz4 and zstd batches (at most [`MAX_DECOMPRESSED`] bytes). Transaction control batches hold
+/// no user records and decode to none. Bounded: every length is checked against the bytes
+/// present; nothing is reserved from counts.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
     let h = validate(batch)?;
-    if h.compression()? != Compression::None {
-        return Err(StreamError::Unsupported("decoding compressed batches"));
+    if h.is_control() {
+        return Ok(Vec::new());
     }
-    let body = batch.slice(HEADER_LEN..h.size);
+    let body = match h.compression()? {
+        Compression::None => batch.slice(HEADER_LEN..h.size),
+        codec => Bytes::from(crate::compression::decompress(
+            codec,
+            &batch[HEADER_LEN..h.size],
+            MAX_DECOMPRESSED,
+        )?),
+    };
     let mut r = Reader { buf: &body, pos: 0 };
     let mut out = Vec::new();
     for _ in 0..h.record_count {

@@ -235,18 +235,8 @@ impl Core {
 
     /// Creates a stream. Errors with [`StreamError::StreamExists`] if the name is taken.
     pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
-        validate_name(name)?;
-        if config.partitions == 0 || config.partitions > 10_000 {
-            return Err(StreamError::InvalidPartitions(format!(
-                "{} (must be 1..=10000)",
-                config.partitions
-            )));
-        }
-        self.check_open()?;
         let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        if self.streams.contains_key(name) {
-            return Err(StreamError::StreamExists(name.to_string()));
-        }
+        self.check_new_stream(name, &config)?;
         let mut h = DefaultHasher::new();
         (name, now_ms(), std::process::id()).hash(&mut h);
         let a = h.finish();
@@ -274,6 +264,23 @@ impl Core {
             "stream created"
         );
         Ok(s)
+    }
+
+    /// Checks that a stream could be created now with this name and these settings (what
+    /// [`Core::create_stream`] checks; also used to answer validate-only requests).
+    pub fn check_new_stream(&self, name: &str, config: &StreamConfig) -> Result<()> {
+        validate_name(name)?;
+        if config.partitions == 0 || config.partitions > 10_000 {
+            return Err(StreamError::InvalidPartitions(format!(
+                "{} (must be 1..=10000)",
+                config.partitions
+            )));
+        }
+        self.check_open()?;
+        if self.streams.contains_key(name) {
+            return Err(StreamError::StreamExists(name.to_string()));
+        }
+        Ok(())
     }
 
     /// The named stream, created with default settings if it does not exist.

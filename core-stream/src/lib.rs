@@ -13,6 +13,7 @@
 //! - [`commit`]: group commit — one fsync thread shared by all writers.
 //! - [`file_cache`]: the bounded cache of open segment files.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
+//! - [`compression`]: bounded decompression of gzip, snappy, lz4 and zstd batches for non-Kafka readers.
 //! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
 //! - [`config`]: typed settings; [`error`]: the crate's one error type.
 
@@ -20,6 +21,7 @@
 
 pub mod batch;
 pub mod commit;
+pub mod compression;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -23,15 +23,15 @@ pub struct StreamMeta {
     pub id: [u8; 16],
 }
 
-/// A committed consumer-group position.
+/// A committed position of a named reader (a Kafka consumer group, a queue's cursor).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedOffset {
-    /// Next offset the group will read.
+    /// Next offset the reader will read.
     pub offset: i64,
-    /// Free text the client attached.
-    pub metadata: String,
-    /// Leader epoch the client sent, or -1.
-    pub leader_epoch: i32,
+    /// Bytes the front-end keeps with the position, opaque to the core (Kafka: the client's
+    /// leader epoch and metadata string).
+    #[serde(default)]
+    pub attachment: Vec<u8>,
 }
 
 /// One (stream, partition) position of a group.

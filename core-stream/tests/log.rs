@@ -279,8 +279,7 @@ async fn group_offsets_and_streams_survive_reopen() {
                 partition: 2,
                 committed: core_stream::CommittedOffset {
                     offset: 42,
-                    metadata: "m".into(),
-                    leader_epoch: -1,
+                    attachment: b"m".to_vec(),
                 },
             }],
         )

@@ -29,6 +29,8 @@ pub struct Config {
     pub retention_check_interval_ms: u64,
     /// Most segment files kept open at once (the rest are reopened on demand).
     pub max_open_files: usize,
+    /// Most client connections each listener keeps open at once.
+    pub max_connections: usize,
     /// Kafka listener address.
     pub kafka_listen: String,
     /// `host:port` given to Kafka clients in Metadata; empty = the bound address.
@@ -69,6 +71,7 @@ impl Default for Config {
             segment_bytes: stream.segment_bytes,
             retention_check_interval_ms: core.retention_check_interval.as_millis() as u64,
             max_open_files: core.max_open_files,
+            max_connections: kafka.max_connections,
             kafka_listen: "0.0.0.0:9092".into(),
             kafka_advertised: String::new(),
             auto_create_topics: kafka.auto_create_topics,
@@ -136,6 +139,9 @@ pub struct ServeArgs {
     /// Most segment files kept open at once.
     #[arg(long, env = "CONFLUX_MAX_OPEN_FILES")]
     pub max_open_files: Option<usize>,
+    /// Most client connections each listener keeps open at once.
+    #[arg(long, env = "CONFLUX_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Create unknown topics on Metadata/Produce (true/false).
     #[arg(long, env = "CONFLUX_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -185,7 +191,8 @@ impl Config {
             segment_bytes,
             retention_check_interval_ms,
             auto_create_topics,
-            max_open_files
+            max_open_files,
+            max_connections
         );
         over!(
             max_request_bytes,
@@ -193,7 +200,8 @@ impl Config {
             fetch_max_bytes,
             group_initial_rebalance_delay_ms
         );
-        let checks: [(bool, &str); 7] = [
+        let checks: [(bool, &str); 8] = [
+            (c.max_connections == 0, "max_connections must be at least 1"),
             (c.max_open_files < 16, "max_open_files must be at least 16"),
             (
                 c.default_partitions == 0,

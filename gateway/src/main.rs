@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 use config::{Config, ServeArgs};
 use core_stream::{Core, CoreConfig, StreamConfig};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -114,7 +113,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
     raise_open_file_limit();
     let core = Core::open(core_config(&cfg))
         .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, shutdown) = conflux_net::Shutdown::new();
 
     let listener = TcpListener::bind(&cfg.kafka_listen)
         .await
@@ -130,6 +129,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         max_request_bytes: cfg.max_request_bytes,
         fetch_max_bytes: cfg.fetch_max_bytes,
         group_initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
+        max_connections: cfg.max_connections,
         ..Default::default()
     };
     for (proto, addr) in [
@@ -139,11 +139,16 @@ async fn serve(cfg: Config) -> Result<(), String> {
     ] {
         info!(protocol = %proto, addr = %addr, "listener not built yet; not listening");
     }
-    let kafka = tokio::spawn(conflux_kafka::serve(listener, core.clone(), kcfg, stop_rx));
+    let kafka = tokio::spawn(conflux_kafka::serve(
+        listener,
+        core.clone(),
+        kcfg,
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     info!("shutting down: no new connections, finishing in-flight requests");
-    let _ = stop_tx.send(true);
+    stop.trigger();
     let _ = kafka.await;
     let core2: Arc<Core> = core.clone();
     tokio::task::spawn_blocking(move || core2.shutdown())

@@ -80,7 +80,7 @@ pub async fn run(sock: TcpStream, peer: SocketAddr, broker: Arc<KafkaBroker>) {
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, max) => f,
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = shutdown.wait() => break,
         };
         let frame = match frame {
             Ok(f) => f,

@@ -707,7 +707,7 @@ pub async fn run_timers(b: Arc<KafkaBroker>) {
     loop {
         tokio::select! {
             _ = every.tick() => b.groups.tick(),
-            _ = crate::stopped(&mut shutdown) => {
+            _ = shutdown.wait() => {
                 b.groups.close();
                 return;
             }

@@ -27,10 +27,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conflux_net::{ListenerLimits, Shutdown};
 use core_stream::Core;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn, Instrument};
 
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone)]
@@ -53,6 +52,8 @@ pub struct KafkaConfig {
     pub max_fetch_wait: Duration,
     /// Upper bound on the data one fetch answer carries (Kafka's `fetch.max.bytes`).
     pub fetch_max_bytes: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
 }
 
 impl Default for KafkaConfig {
@@ -67,6 +68,7 @@ impl Default for KafkaConfig {
             group_initial_rebalance_delay: Duration::from_millis(300),
             max_fetch_wait: Duration::from_secs(30),
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_connections: 100_000,
         }
     }
 }
@@ -80,19 +82,25 @@ pub struct KafkaBroker {
     pub config: KafkaConfig,
     /// Consumer-group membership.
     pub groups: group::GroupCoordinator,
-    /// Flips to true when the broker shuts down; long polls end early.
-    pub shutdown: watch::Receiver<bool>,
+    /// Set when the broker shuts down; long polls end early.
+    pub shutdown: Shutdown,
 }
 
-/// Accepts connections until `shutdown` turns true, then waits (bounded) for open connections
-/// to finish their in-flight requests.
+/// Accepts Kafka connections until shutdown (at most `max_connections` at once; more are
+/// closed at once), then waits (bounded) for open connections to finish their in-flight
+/// requests.
 pub async fn serve(
     listener: TcpListener,
     core: Arc<Core>,
     config: KafkaConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let groups = group::GroupCoordinator::new(core.clone(), config.group_initial_rebalance_delay);
+    let limits = ListenerLimits {
+        protocol: "kafka",
+        max_connections: config.max_connections,
+        drain_timeout: Duration::from_secs(10),
+    };
     let broker = Arc::new(KafkaBroker {
         core,
         config,
@@ -100,42 +108,16 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     });
     let ticker = tokio::spawn(group::run_timers(broker.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = crate::stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    let b = broker.clone();
-                    let span = tracing::info_span!("conn", protocol = "kafka", %peer);
-                    tasks.spawn(connection::run(sock, peer, b).instrument(span));
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    drop(listener);
-    info!(
-        open = tasks.len(),
-        "kafka listener closed; finishing in-flight requests"
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
-    })
+    conflux_net::serve(
+        listener,
+        limits,
+        shutdown,
+        |sock, peer| connection::run(sock, peer, broker.clone()),
+        // Kafka has no "busy" answer before a request: the connection is just closed.
+        |_sock, _peer| async {},
+    )
     .await;
-    tasks.abort_all();
     ticker.abort();
-}
-
-/// Resolves once the shutdown flag is set (the watch guard is dropped before returning, so
-/// callers stay `Send`).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// The address a listener is bound to, for logs and advertised defaults.

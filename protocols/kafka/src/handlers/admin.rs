@@ -130,10 +130,7 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
                 Err(e) => return fail(error_code(&e), e.to_string()),
             };
             let result = if req.validate_only {
-                core_stream::validate_name(&name).and_then(|_| match b.core.stream(&name) {
-                    Some(_) => Err(StreamError::StreamExists(name.clone())),
-                    None => Ok(None),
-                })
+                b.core.check_new_stream(&name, &cfg).map(|_| None)
             } else {
                 b.core.create_stream(&name, cfg.clone()).map(Some)
             };

@@ -70,13 +70,13 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     let mut shutdown = b.shutdown.clone();
     loop {
         let (resp, bytes, errors) = collect(&topics, max_bytes, ctx.version);
-        if bytes >= min_bytes || errors || Instant::now() >= deadline || *shutdown.borrow() {
+        if bytes >= min_bytes || errors || Instant::now() >= deadline || shutdown.is_set() {
             return resp;
         }
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = crate::stopped(&mut shutdown) => {}
+            _ = shutdown.wait() => {}
         }
     }
 }

@@ -225,11 +225,10 @@ pub fn offset_commit(b: &KafkaBroker, req: OffsetCommitRequest) -> OffsetCommitR
                     partition: p.partition_index,
                     committed: CommittedOffset {
                         offset: p.committed_offset,
-                        metadata: p
-                            .committed_metadata
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        leader_epoch: p.committed_leader_epoch,
+                        attachment: attachment(
+                            p.committed_leader_epoch,
+                            p.committed_metadata.as_deref().unwrap_or(""),
+                        ),
                     },
                 });
             }
@@ -288,10 +287,12 @@ pub fn offset_fetch(b: &KafkaBroker, ctx: &Ctx, req: OffsetFetchRequest) -> Offs
     let part = |idx: i32, c: Option<&CommittedOffset>| {
         let r = OffsetFetchResponsePartition::default().with_partition_index(idx);
         match c {
-            Some(c) => r
-                .with_committed_offset(c.offset)
-                .with_committed_leader_epoch(if ctx.version >= 5 { c.leader_epoch } else { -1 })
-                .with_metadata(Some(s(c.metadata.clone()))),
+            Some(c) => {
+                let (epoch, metadata) = from_attachment(&c.attachment);
+                r.with_committed_offset(c.offset)
+                    .with_committed_leader_epoch(if ctx.version >= 5 { epoch } else { -1 })
+                    .with_metadata(Some(s(metadata)))
+            }
             None => r.with_committed_offset(-1).with_metadata(Some(s(""))),
         }
     };
@@ -418,4 +419,24 @@ pub fn delete_groups(b: &KafkaBroker, req: DeleteGroupsRequest) -> DeleteGroupsR
         })
         .collect();
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// What the core keeps, opaque, with a committed offset: the client's leader epoch (4 bytes,
+/// big-endian) then its metadata string.
+pub(crate) fn attachment(leader_epoch: i32, metadata: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + metadata.len());
+    v.extend_from_slice(&leader_epoch.to_be_bytes());
+    v.extend_from_slice(metadata.as_bytes());
+    v
+}
+
+/// The leader epoch and metadata string of an [`attachment`] (`-1` and `""` if absent).
+pub(crate) fn from_attachment(a: &[u8]) -> (i32, String) {
+    match a.split_first_chunk::<4>() {
+        Some((epoch, rest)) => (
+            i32::from_be_bytes(*epoch),
+            String::from_utf8_lossy(rest).into_owned(),
+        ),
+        None => (-1, String::new()),
+    }
 }
