@@ -2,6 +2,7 @@
 //! and read through partitions, and keep consumer-group positions in the metadata store.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,8 +18,13 @@ use crate::error::{Result, StreamError};
 use crate::log::{AppendOutcome, LogFactory, PartitionLog};
 use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
 use crate::partition::now_ms;
+use crate::queue::{Queue, QueueMeta, QueueSettings};
+use crate::router::Router;
 use crate::segment_logs::SegmentLogs;
 use crate::stream::{pattern_matches, validate_name, Stream};
+
+/// Metadata-store space holding queue descriptions.
+const QUEUES: &str = "queue";
 
 /// The stream core: one per broker process.
 #[derive(Debug)]
@@ -35,6 +41,12 @@ pub struct Core {
     retention_stop: RwLock<Option<std::sync::mpsc::Sender<()>>>,
     /// Bumped whenever a stream is created, deleted or grows, so pattern subscribers rescan.
     catalog: watch::Sender<u64>,
+    /// Every subscription; matched on each append.
+    router: Router,
+    /// Durable queues by name.
+    queues: DashMap<String, Arc<Queue>>,
+    /// Striped locks keeping each partition's appends and routing in one order.
+    order: Vec<Mutex<()>>,
 }
 
 impl Core {
@@ -45,7 +57,7 @@ impl Core {
         let meta: Arc<dyn MetadataStore> =
             Arc::new(RedbStore::open(&config.data_dir.join("meta.redb"))?);
         let logs: Arc<dyn LogFactory> = Arc::new(SegmentLogs::new(
-            config.data_dir.join("streams"),
+            &config.data_dir,
             config.fsync,
             config.fsync_interval,
             config.max_open_files,
@@ -70,12 +82,17 @@ impl Core {
             meta_fault: AtomicBool::new(false),
             retention_stop: RwLock::new(None),
             catalog: watch::channel(0).0,
+            router: Router::default(),
+            queues: DashMap::new(),
+            order: (0..64).map(|_| Mutex::new(())).collect(),
         });
         for m in core.meta.streams()? {
             let s = core.open_stream(&m)?;
             core.streams.insert(m.name.clone(), s);
         }
-        info!(streams = core.streams.len(), dir = %core.config.data_dir.display(), "stream core open");
+        core.open_queues()?;
+        info!(streams = core.streams.len(), queues = core.queues.len(),
+            dir = %core.config.data_dir.display(), "stream core open");
         core.start_retention()?;
         Ok(core)
     }
@@ -100,15 +117,142 @@ impl Core {
     }
 
     /// Applies retention to every partition now.
+    /// Never deletes what a queue still references.
     pub fn apply_retention(&self) {
         let now = now_ms();
+        let mut pins: HashMap<(Arc<str>, i32), i64> = HashMap::new();
+        for q in self
+            .queues
+            .iter()
+            .map(|e| e.value().clone())
+            .collect::<Vec<_>>()
+        {
+            for (k, o) in q.pins() {
+                pins.entry(k).and_modify(|x| *x = (*x).min(o)).or_insert(o);
+            }
+        }
         for s in self.list_streams() {
             for (i, p) in s.partitions().iter().enumerate() {
-                if let Err(e) = p.apply_retention(now) {
+                let keep_from = pins.get(&(Arc::from(s.name.as_str()), i as i32)).copied();
+                if let Err(e) = p.apply_retention(now, keep_from) {
                     warn!(stream = %s.name, partition = i, error = %e, "retention failed");
                 }
             }
         }
+    }
+
+    /// Settings of the logs that hold queues (no retention: a queue cuts its own log).
+    fn queue_log_config() -> StreamConfig {
+        StreamConfig {
+            partitions: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+            segment_bytes: 16 * 1024 * 1024,
+            ..StreamConfig::default()
+        }
+    }
+
+    /// Opens every durable queue; transient ones (and logs no queue owns) are removed.
+    fn open_queues(self: &Arc<Self>) -> Result<()> {
+        let mut owned = std::collections::HashSet::new();
+        for (name, bytes) in self.meta.records(QUEUES)? {
+            let meta: QueueMeta = match serde_json::from_slice(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(queue = %name, error = %e, "unreadable queue record; skipped");
+                    continue;
+                }
+            };
+            if !meta.settings.durable {
+                self.meta_write(self.meta.put_record(QUEUES, &name, None))?;
+                continue;
+            }
+            owned.insert(meta.id);
+            let log = self
+                .logs
+                .open_queue_log(meta.id, &Self::queue_log_config())?;
+            let q = Queue::open(meta, log, Arc::downgrade(self))?;
+            self.queues.insert(name, q);
+        }
+        for id in self.logs.queue_log_ids()? {
+            if !owned.contains(&id) {
+                self.logs.remove_queue_log(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The named queue, created with `settings` if it does not exist. Returns it and whether
+    /// it was created (an existing queue keeps its settings; the caller compares them).
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        name: &str,
+        settings: QueueSettings,
+        attachment: Vec<u8>,
+    ) -> Result<(Arc<Queue>, bool)> {
+        self.check_open()?;
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = self.queues.get(name) {
+            return Ok((q.value().clone(), false));
+        }
+        let id = self.meta_write(self.meta.next_id("queue"))? as u64;
+        let meta = QueueMeta {
+            name: name.to_string(),
+            id,
+            settings,
+            attachment,
+        };
+        self.logs.remove_queue_log(id)?;
+        let log = self.logs.open_queue_log(id, &Self::queue_log_config())?;
+        let bytes = serde_json::to_vec(&meta).map_err(|e| StreamError::Metadata(e.to_string()))?;
+        self.meta_write(self.meta.put_record(QUEUES, name, Some(&bytes)))?;
+        let q = Queue::open(meta, log, Arc::downgrade(self))?;
+        self.queues.insert(name.to_string(), q.clone());
+        Ok((q, true))
+    }
+
+    /// A queue by name.
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.get(name).map(|q| q.value().clone())
+    }
+
+    /// Every queue, in name order.
+    pub fn list_queues(&self) -> Vec<Arc<Queue>> {
+        let mut v: Vec<Arc<Queue>> = self.queues.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    /// Deletes a queue and its log. Consumers still holding it see it empty.
+    pub fn delete_queue(&self, name: &str) -> Result<()> {
+        let _g = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, q) = self
+            .queues
+            .remove(name)
+            .ok_or_else(|| StreamError::UnknownStream(name.to_string()))?;
+        self.meta_write(self.meta.put_record(QUEUES, name, None))?;
+        if let Err(e) = q.destroy() {
+            warn!(queue = name, error = %e, "could not remove the queue log");
+        }
+        Ok(())
+    }
+
+    /// Stores a front-end's record (session, retained message, exchange) durably under
+    /// `(space, key)`; `None` deletes it.
+    pub fn put_record(&self, space: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+        self.check_open()?;
+        self.meta_write(self.meta.put_record(space, key, value))
+    }
+
+    /// Several record changes in one atomic, durable write.
+    pub fn put_records(&self, changes: &[(&str, &str, Option<&[u8]>)]) -> Result<()> {
+        self.check_open()?;
+        self.meta_write(self.meta.put_records(changes))
+    }
+
+    /// Every record of a space, in key order.
+    pub fn records(&self, space: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.meta.records(space)
     }
 
     /// How many times streams were created, deleted or grown since start.
@@ -195,13 +339,53 @@ impl Core {
     /// after shutdown and batches over `max_batch_bytes`, validates every batch (CRC-32C,
     /// sizes, counts; nothing trusted) and appends them to one partition. The outcome's ticket
     /// resolves once the data is durable.
+    ///
+    /// The router then matches the new records against every subscription (MQTT filters,
+    /// AMQP bindings) and hands them to the matching sinks, in the partition's order: appends
+    /// to one partition and their routing happen under one lock, so every subscriber sees a
+    /// partition's records in offset order.
     pub fn append(&self, stream: &Stream, partition: i32, data: &[u8]) -> Result<AppendOutcome> {
         self.check_open()?;
         if data.len() > self.config.max_batch_bytes {
             return Err(StreamError::MessageTooLarge(data.len()));
         }
         let headers = batch::validate_all(data)?;
-        stream.partition(partition)?.append(data, &headers)
+        let log = stream.partition(partition)?;
+        if self.router.is_empty() {
+            return log.append(data, &headers);
+        }
+        let _order = self.order_lock(stream, partition);
+        let mut out = log.append(data, &headers)?;
+        if !out.duplicate {
+            let (tickets, refused) = self.router.route(
+                &stream.name,
+                partition,
+                &log,
+                data,
+                &headers,
+                out.base_offset,
+            );
+            for t in tickets {
+                out.durable.join(t);
+            }
+            out.refused = refused;
+        }
+        Ok(out)
+    }
+
+    /// The lock that keeps one partition's appends and their routing in order (striped: a
+    /// few partitions share each lock).
+    fn order_lock(&self, stream: &Stream, partition: i32) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        (stream.id, partition).hash(&mut h);
+        self.order[(h.finish() as usize) % self.order.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The subscription router (MQTT subscriptions, AMQP bindings).
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// Appends records to a named stream (created with defaults if missing), for writers that
@@ -451,6 +635,11 @@ impl Core {
                 if let Err(e) = p.flush() {
                     warn!(stream = %s.name, partition = i, error = %e, "final fsync failed");
                 }
+            }
+        }
+        for q in self.list_queues() {
+            if let Err(e) = q.flush() {
+                warn!(queue = %q.name(), error = %e, "final fsync failed");
             }
         }
         self.logs.shutdown();

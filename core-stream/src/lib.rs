@@ -7,6 +7,8 @@
 //! - [`stream`]: a [`Stream`] (named set of partitions) and the naming/pattern rules.
 //! - [`partition`]: a [`Partition`] log — append with idempotent-producer checks, read up to the
 //!   high watermark, live-tail wake-ups, retention.
+//! - [`queue`]: durable queues of references to stream records (MQTT sessions, AMQP queues).
+//! - [`router`]: the one index of subscriptions, matched once per append, pushing to sinks.
 //! - [`segment`]: one segment file with its sparse offset and time indexes, and recovery.
 //! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and their result types.
 //! - [`segment_logs`]: the embedded storage, [`SegmentLogs`] (segment files + group commit).
@@ -14,6 +16,7 @@
 //! - [`file_cache`]: the bounded cache of open segment files.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
 //! - [`compression`]: bounded decompression of gzip, snappy, lz4 and zstd batches for non-Kafka readers.
+//! - [`naming`]: the one reversible rule between level names (MQTT topics, AMQP routing keys) and stream names.
 //! - [`meta`]: the [`MetadataStore`] trait and its embedded redb implementation.
 //! - [`config`]: typed settings; [`error`]: the crate's one error type.
 
@@ -28,7 +31,10 @@ pub mod error;
 pub mod file_cache;
 pub mod log;
 pub mod meta;
+pub mod naming;
 pub mod partition;
+pub mod queue;
+pub mod router;
 pub mod segment;
 pub mod segment_logs;
 pub mod stream;

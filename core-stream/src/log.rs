@@ -18,7 +18,8 @@ use crate::batch::BatchHeader;
 use crate::config::StreamConfig;
 use crate::error::{Result, StreamError};
 
-/// What an append produced. The data is in the page cache; `durable` resolves once it is on disk.
+/// What an append produced. The data is in the page cache; `durable` resolves once it is on
+/// disk, together with everything routing it wrote (durable queues it was enqueued in).
 #[derive(Debug)]
 pub struct AppendOutcome {
     /// Offset given to the first record.
@@ -31,37 +32,61 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// Wait on this before acknowledging.
     pub durable: DurableTicket,
+    /// True when a subscriber's full queue refused a record (policy `reject-publish`): the
+    /// record is stored in its stream, but the writer should be told.
+    pub refused: bool,
 }
 
-/// A claim on durability: resolves when the partition's high watermark passes the append.
+/// One watched position a [`DurableTicket`] waits for.
 #[derive(Debug)]
-pub struct DurableTicket {
-    rx: Option<watch::Receiver<i64>>,
+struct Wait {
+    rx: watch::Receiver<i64>,
     failed: Arc<AtomicBool>,
     target: i64,
+}
+
+/// A claim on durability: resolves when each log it covers has made the append durable
+/// (its high watermark passed the append).
+#[derive(Debug, Default)]
+pub struct DurableTicket {
+    waits: Vec<Wait>,
 }
 
 impl DurableTicket {
     /// A ticket that resolves when the watched high watermark reaches `target`, or fails once
     /// `failed` is set. `rx = None`: durable already (or never waited for, per the policy).
     pub fn new(rx: Option<watch::Receiver<i64>>, failed: Arc<AtomicBool>, target: i64) -> Self {
-        Self { rx, failed, target }
+        Self {
+            waits: rx
+                .map(|rx| Wait { rx, failed, target })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Adds another log's claim: the ticket then resolves when both are durable.
+    pub fn join(&mut self, other: DurableTicket) {
+        self.waits.extend(other.waits);
     }
 
     /// Waits until the appended records are durable (per the fsync policy).
     pub async fn wait(self) -> Result<()> {
-        let Some(mut rx) = self.rx else { return Ok(()) };
-        let (target, failed) = (self.target, self.failed);
-        let reached = rx
-            .wait_for(|hw| *hw >= target || failed.load(Ordering::Acquire))
-            .await
-            .map(|hw| *hw >= target)
-            .map_err(|_| StreamError::ShuttingDown)?;
-        if reached {
-            Ok(())
-        } else {
-            Err(fsync_failed())
+        for Wait {
+            mut rx,
+            failed,
+            target,
+        } in self.waits
+        {
+            let reached = rx
+                .wait_for(|hw| *hw >= target || failed.load(Ordering::Acquire))
+                .await
+                .map(|hw| *hw >= target)
+                .map_err(|_| StreamError::ShuttingDown)?;
+            if !reached {
+                return Err(fsync_failed());
+            }
         }
+        Ok(())
     }
 }
 
@@ -106,8 +131,9 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     fn size_bytes(&self) -> u64;
     /// New retention/segment settings.
     fn set_config(&self, config: StreamConfig);
-    /// Applies retention now; returns how many units (segments) were deleted.
-    fn apply_retention(&self, now_ms: i64) -> Result<usize>;
+    /// Applies retention now, never deleting data at or after `keep_from` (still referenced
+    /// by a queue); returns how many units (segments) were deleted.
+    fn apply_retention(&self, now_ms: i64, keep_from: Option<i64>) -> Result<usize>;
     /// Moves the log start offset forward to `offset` (Kafka DeleteRecords); durable when it
     /// returns. Returns the log start offset after the call.
     fn delete_before(&self, offset: i64) -> Result<i64>;
@@ -130,6 +156,13 @@ pub trait LogFactory: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn PartitionLog>>;
     /// Removes any data left under this name (before a stream of that name is created anew).
     fn remove(&self, stream: &str, index: u32) -> Result<()>;
+    /// Opens (creating or recovering) the log of the core's queue `id`, kept apart from the
+    /// streams (queues hold references to records, not streams of their own).
+    fn open_queue_log(&self, id: u64, config: &StreamConfig) -> Result<Arc<dyn PartitionLog>>;
+    /// Ids of every queue log present (to clean up logs whose queue is gone).
+    fn queue_log_ids(&self) -> Result<Vec<u64>>;
+    /// Deletes a queue's log.
+    fn remove_queue_log(&self, id: u64) -> Result<()>;
     /// Stops background work after the last flush.
     fn shutdown(&self);
 }

@@ -63,12 +63,23 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn delete_group(&self, group: &str) -> Result<()>;
     /// Hands out a new, never reused producer id.
     fn next_producer_id(&self) -> Result<i64>;
+    /// Hands out the next value of a named counter (starting at 0), never reused.
+    fn next_id(&self, counter: &str) -> Result<i64>;
+    /// Stores a front-end's record (an MQTT session, a retained message, an AMQP exchange)
+    /// under `(space, key)`, replacing any earlier one. `None` deletes it.
+    fn put_record(&self, space: &str, key: &str, value: Option<&[u8]>) -> Result<()>;
+    /// Several [`MetadataStore::put_record`] changes in one atomic, durable write.
+    fn put_records(&self, changes: &[(&str, &str, Option<&[u8]>)]) -> Result<()>;
+    /// Every record of a space, in key order.
+    fn records(&self, space: &str) -> Result<Vec<(String, Vec<u8>)>>;
 }
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// Key: group \0 stream \0 partition (decimal).
 const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("group_offsets");
 const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
+/// Front-end records. Key: space \0 key.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// The embedded metadata store in `<data dir>/meta.redb`.
 ///
@@ -119,6 +130,7 @@ impl RedbStore {
         w.open_table(STREAMS).map_err(db_err)?;
         w.open_table(OFFSETS).map_err(db_err)?;
         w.open_table(COUNTERS).map_err(db_err)?;
+        w.open_table(RECORDS).map_err(db_err)?;
         w.commit().map_err(db_err)?;
         Ok(db)
     }
@@ -277,5 +289,52 @@ impl MetadataStore for RedbStore {
             Ok(())
         })?;
         Ok(id)
+    }
+
+    fn next_id(&self, counter: &str) -> Result<i64> {
+        let mut id = 0;
+        self.write(|w| {
+            let mut t = w.open_table(COUNTERS).map_err(db_err)?;
+            id = t.get(counter).map_err(db_err)?.map_or(0, |g| g.value());
+            t.insert(counter, id + 1).map_err(db_err)?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    fn put_record(&self, space: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+        self.put_records(&[(space, key, value)])
+    }
+
+    fn put_records(&self, changes: &[(&str, &str, Option<&[u8]>)]) -> Result<()> {
+        self.write(|w| {
+            let mut t = w.open_table(RECORDS).map_err(db_err)?;
+            for (space, key, value) in changes {
+                let k = format!("{space}\0{key}");
+                match value {
+                    Some(v) => {
+                        t.insert(k.as_str(), *v).map_err(db_err)?;
+                    }
+                    None => {
+                        t.remove(k.as_str()).map_err(db_err)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn records(&self, space: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read(|r| {
+            let t = r.open_table(RECORDS).map_err(db_err)?;
+            let start = format!("{space}\0");
+            let end = format!("{space}\u{1}");
+            let mut out = Vec::new();
+            for item in t.range(start.as_str()..end.as_str()).map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                out.push((k.value()[start.len()..].to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 }

@@ -252,6 +252,7 @@ impl Partition {
                     log_start_offset,
                     duplicate: true,
                     durable: self.ticket(dup.last_offset + 1),
+                    refused: false,
                 });
             }
         } else {
@@ -339,6 +340,7 @@ impl Partition {
             log_start_offset,
             duplicate: false,
             durable: self.ticket(next),
+            refused: false,
         })
     }
 
@@ -537,7 +539,7 @@ impl Partition {
     }
 
     /// Deletes whole closed segments past the time or size limit. Returns how many were deleted.
-    pub fn apply_retention(&self, now: i64) -> Result<usize> {
+    pub fn apply_retention(&self, now: i64, keep_from: Option<i64>) -> Result<usize> {
         let (retention_ms, retention_bytes) = {
             let c = self.config.read().unwrap_or_else(|e| e.into_inner());
             (c.retention_ms, c.retention_bytes)
@@ -548,6 +550,10 @@ impl Partition {
         while inner.segments.len() > 1 {
             let first = &inner.segments[0];
             if first.base_offset >= inner.durable_seg {
+                break;
+            }
+            // A queue still references records of this segment (or later ones).
+            if keep_from.is_some_and(|k| inner.segments[1].base_offset > k) {
                 break;
             }
             let too_old = retention_ms >= 0
@@ -754,8 +760,8 @@ impl crate::log::PartitionLog for Partition {
     fn set_config(&self, config: StreamConfig) {
         Partition::set_config(self, config)
     }
-    fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        Partition::apply_retention(self, now_ms)
+    fn apply_retention(&self, now_ms: i64, keep_from: Option<i64>) -> Result<usize> {
+        Partition::apply_retention(self, now_ms, keep_from)
     }
     fn delete_before(&self, offset: i64) -> Result<i64> {
         Partition::delete_before(self, offset)

@@ -127,7 +127,7 @@ async fn retention_by_bytes_and_time_deletes_oldest_segments_only() {
     }
     let p = core.stream("r").unwrap().partition(0).unwrap();
     let before = p.size_bytes();
-    assert!(p.apply_retention(now).unwrap() > 0);
+    assert!(p.apply_retention(now, None).unwrap() > 0);
     assert!(p.size_bytes() < before);
     assert!(p.size_bytes() >= 8192 - 4096);
     let start = p.log_start_offset();
@@ -142,7 +142,7 @@ async fn retention_by_bytes_and_time_deletes_oldest_segments_only() {
     c.retention_bytes = -1;
     c.retention_ms = 1;
     core.set_stream_config("r", c).unwrap();
-    p.apply_retention(now + 3_600_000).unwrap();
+    p.apply_retention(now + 3_600_000, None).unwrap();
     assert_eq!(std::fs::read_dir(p.data_dir().unwrap()).unwrap().count(), 1);
     assert_eq!(p.high_watermark(), 100);
     core.shutdown();
