@@ -110,6 +110,7 @@ fn raise_open_file_limit() {
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
+    let mut signals = Signals::install();
     raise_open_file_limit();
     let core = Core::open(core_config(&cfg))
         .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
@@ -146,7 +147,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         shutdown.clone(),
     ));
 
-    wait_for_signal().await;
+    signals.wait().await;
     info!("shutting down: no new connections, finishing in-flight requests");
     stop.trigger();
     let _ = kafka.await;
@@ -177,24 +178,58 @@ fn advertised(conf: &str, bound: std::net::SocketAddr) -> Result<(String, u16), 
     Ok((h.to_string(), p))
 }
 
-async fn wait_for_signal() {
+/// SIGTERM/SIGINT, installed before any listener reports itself bound: a stop signal sent as
+/// soon as the broker says it is ready must still shut it down cleanly.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match &mut self.int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

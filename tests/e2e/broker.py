@@ -469,19 +469,23 @@ class KafkaFaultProxy:
 # Client helpers shared by the test modules (kafka-python based).
 
 
-def create_topic(bootstrap: str, name: str, partitions: int, timeout_ms: int = 30000):
-    """Create a topic with kafka-python's admin client; returns the response."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+def create_topic(bootstrap: str, name: str, partitions: int, timeout_ms: int = 30000, configs=None):
+    """Create a topic with kafka-python's admin client; returns the response dict.
+
+    kafka-python 3: `create_topics` takes {name: {num_partitions, replication_factor,
+    configs}} and returns {'topics': [{'name', 'error_code', ...}]}.
+    """
+    from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=[bootstrap], request_timeout_ms=timeout_ms)
     try:
-        resp = admin.create_topics(
-            [NewTopic(name=name, num_partitions=partitions, replication_factor=1)],
-            timeout_ms=timeout_ms,
-        )
-        for topic_error in resp.topic_errors:
-            assert topic_error[0] == name, resp
-            assert topic_error[1] == 0, f"CreateTopics({name}) failed: {resp}"
+        spec = {"num_partitions": partitions, "replication_factor": 1}
+        if configs:
+            spec["configs"] = dict(configs)
+        resp = admin.create_topics({name: spec}, timeout_ms=timeout_ms, raise_errors=False)
+        assert [t["name"] for t in resp["topics"]] == [name], resp
+        for topic in resp["topics"]:
+            assert topic["error_code"] == 0, f"CreateTopics({name}) failed: {topic}"
         return resp
     finally:
         admin.close()

@@ -23,6 +23,14 @@ from broker import Broker, default_binary
 _topic_counter = itertools.count()
 
 
+def pytest_configure(config):
+    # kafka-python 3 loads its protocol schemas with importlib.resources.read_text /
+    # open_text, deprecated since Python 3.11: library noise, not something a test did.
+    config.addinivalue_line(
+        "filterwarnings", r"ignore:(open|read)_text is deprecated:DeprecationWarning"
+    )
+
+
 def pytest_report_header(config):
     binary = default_binary()
     state = "exists" if binary.exists() else "MISSING"

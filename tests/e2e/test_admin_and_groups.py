@@ -8,14 +8,20 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    GroupIdNotFoundError,
+    KafkaError,
+    NonEmptyGroupError,
+    UnknownTopicOrPartitionError,
+)
 
 from broker import Deadline, create_topic, read_topic, wait_until
 
@@ -36,26 +42,50 @@ def produce(bootstrap, topic, n, partition=None, **kw):
     return metas
 
 
+def _describe_topic_configs(a, topic, config_filter="all"):
+    """{name: {'value', 'config_source', 'config_type', ...}} of one topic (kafka-python 3:
+    describe_configs returns {resource type: {resource name: {config name: {...}}}})."""
+    res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter=config_filter)
+    return res["topic"][topic]
+
+
 def test_topic_configs_are_stored_and_described(broker):
     a = admin(broker)
     try:
-        a.create_topics(
-            [NewTopic("audit", 2, 1, topic_configs={"retention.ms": "3600000", "retention.bytes": "1048576"})]
+        resp = a.create_topics(
+            {"audit": {"num_partitions": 2, "replication_factor": 1,
+                       "configs": {"retention.ms": "3600000", "retention.bytes": "1048576"}}}
         )
-        res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "audit")])
-        entries = {c[0]: c[1] for c in res[0].resources[0][4]}
+        assert [(t["name"], t["error_code"]) for t in resp["topics"]] == [("audit", 0)]
+        # config_filter="all": kafka-python 3 would otherwise hide DEFAULT_CONFIG entries.
+        described = _describe_topic_configs(a, "audit")
+        entries = {name: c["value"] for name, c in described.items()}
         assert entries["retention.ms"] == "3600000"
         assert entries["retention.bytes"] == "1048576"
         assert entries["cleanup.policy"] == "delete"
         assert "segment.bytes" in entries
-        broker_cfg = a.describe_configs([ConfigResource(ConfigResourceType.BROKER, "0")])
-        names = {c[0] for c in broker_cfg[0].resources[0][4]}
+        # Overrides are reported as topic overrides, everything else as defaults, so the
+        # client's default filter ("modified") shows exactly the two overrides.
+        assert described["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+        assert described["cleanup.policy"]["config_source"] == "DEFAULT_CONFIG"
+        assert set(_describe_topic_configs(a, "audit", config_filter="modified")) == {
+            "retention.ms", "retention.bytes"}
+        broker_cfg = a.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, "0")], config_filter="all")
+        names = set(broker_cfg["broker"]["0"])
         assert "num.partitions" in names
         # A config this broker cannot honour is refused, and the topic is not created.
         with pytest.raises(KafkaError) as err:
-            a.create_topics([NewTopic("compacted", 1, 1, topic_configs={"cleanup.policy": "compact"})])
+            a.create_topics({"compacted": {"num_partitions": 1, "replication_factor": 1,
+                                           "configs": {"cleanup.policy": "compact"}}})
         assert err.value.errno == 40, err.value  # INVALID_CONFIG
-        assert "compacted" not in a.list_topics()
+        # So is a config name it does not know.
+        with pytest.raises(KafkaError) as err:
+            a.create_topics({"misconfigured": {"num_partitions": 1, "replication_factor": 1,
+                                               "configs": {"no.such.config": "1"}}})
+        assert err.value.errno == 40, err.value
+        topics = a.list_topics()
+        assert "compacted" not in topics and "misconfigured" not in topics
     finally:
         a.close()
 
@@ -65,8 +95,8 @@ def test_delete_topic_removes_it_and_a_new_one_starts_empty(broker):
     a = admin(broker)
     try:
         assert "temp" in a.list_topics()
-        resp = a.delete_topics(["temp"])
-        assert resp.topic_error_codes[0][1] == 0, resp
+        resp = a.delete_topics(["temp"])  # kafka-python 3: {'topics': [{'name', 'error_code', ...}]}
+        assert [(t["name"], t["error_code"]) for t in resp["topics"]] == [("temp", 0)], resp
         wait_until(lambda: "temp" not in a.list_topics(), 10, "topic deletion")
         with pytest.raises(UnknownTopicOrPartitionError):
             a.delete_topics(["temp"])
@@ -116,15 +146,21 @@ def test_list_and_describe_groups_show_a_stable_group(broker):
         wait_until(lambda: (c.poll(timeout_ms=100), c.assignment())[1], 30, "assignment")
         a = admin(broker)
         try:
-            groups = dict(a.list_consumer_groups())
+            # kafka-python 3: list_groups() -> [{'group_id', 'protocol_type', 'group_state'}],
+            # describe_groups() -> {group_id: {...}} with decoded member assignments.
+            groups = {g["group_id"]: g for g in a.list_groups()}
             assert "watchers" in groups
-            (desc,) = a.describe_consumer_groups(["watchers"])
-            assert desc.state == "Stable"
-            assert desc.protocol_type == "consumer"
-            assert len(desc.members) == 1
-            member = desc.members[0]
-            assignment = member.member_assignment.assignment
-            assert sorted(p for t, ps in assignment for p in ps if t == "watched") == [0, 1]
+            assert groups["watchers"]["protocol_type"] == "consumer"
+            descs = a.describe_groups(["watchers"])
+            assert list(descs) == ["watchers"]
+            desc = descs["watchers"]
+            assert desc["error"] is None, desc
+            assert desc["group_state"] == "Stable"
+            assert desc["protocol_type"] == "consumer"
+            assert len(desc["members"]) == 1
+            member = desc["members"][0]
+            assignment = member["member_assignment"]["assigned_partitions"]
+            assert sorted(p for t in assignment if t["topic"] == "watched" for p in t["partitions"]) == [0, 1]
         finally:
             a.close()
     finally:
@@ -183,20 +219,47 @@ def test_kafka_python_roundrobin_assignor(broker):
     create_topic(broker.bootstrap, "rr", 4)
     kw = dict(bootstrap_servers=[broker.bootstrap], group_id="rr-group",
               partition_assignment_strategy=[RoundRobinPartitionAssignor])
-    c1, c2 = KafkaConsumer("rr", **kw), KafkaConsumer("rr", **kw)
+    consumers = [KafkaConsumer("rr", **kw), KafkaConsumer("rr", **kw)]
+    assignments = [frozenset(), frozenset()]
+    errors = []
+    stop = threading.Event()
+
+    # Each member polls in its own thread. kafka-python 3.0.12 drops a JoinGroup/SyncGroup
+    # result that completes while its consumer is not inside poll() and joins again, so
+    # two members polled in turn from one thread keep re-joining and never settle.
+    def run(i):
+        try:
+            while not stop.is_set():
+                consumers[i].poll(timeout_ms=200)
+                assignments[i] = frozenset(tp.partition for tp in consumers[i].assignment())
+        except Exception as exc:  # surfaced by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
     try:
         def split():
-            c1.poll(timeout_ms=50)
-            c2.poll(timeout_ms=50)
-            a1 = {tp.partition for tp in c1.assignment()}
-            a2 = {tp.partition for tp in c2.assignment()}
+            assert not errors, errors
+            a1, a2 = assignments
             return a1 and a2 and not (a1 & a2) and a1 | a2 == {0, 1, 2, 3}
 
         wait_until(split, 60, "roundrobin split")
-        assert sorted(len(c.assignment()) for c in (c1, c2)) == [2, 2]
+        assert sorted(len(a) for a in assignments) == [2, 2]
+        # Round robin over sorted partitions: one member has the even, the other the odd ones.
+        assert sorted(map(sorted, assignments)) == [[0, 2], [1, 3]], assignments
+        a = admin(broker)
+        try:
+            assert a.describe_groups(["rr-group"])["rr-group"]["protocol_data"] == "roundrobin"
+        finally:
+            a.close()
     finally:
-        c1.close()
-        c2.close()
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        for c in consumers:
+            c.close()
+    assert not errors, errors
 
 
 MEMBER = textwrap.dedent(
@@ -264,10 +327,10 @@ def test_produce_v0_is_answered_unsupported_version_per_partition(broker):
 
 
 def _topic_configs(bootstrap, topic):
+    """{name: value} of every config of `topic`, defaults included."""
     a = KafkaAdminClient(bootstrap_servers=[bootstrap])
     try:
-        res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        return {c[0]: c[1] for c in res[0].resources[0][4]}
+        return {name: c["value"] for name, c in _describe_topic_configs(a, topic).items()}
     finally:
         a.close()
 
@@ -305,14 +368,33 @@ def test_alter_configs_replaces_topic_settings(broker):
     from kafka.admin import ConfigResource as KResource
 
     create_topic(broker.bootstrap, "replaced", 1)
+    default_ms = _topic_configs(broker.bootstrap, "replaced")["retention.ms"]
     a = KafkaAdminClient(bootstrap_servers=[broker.bootstrap])
     try:
-        a.alter_configs([KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.ms": "120000"})])
+        # incremental=False: the (non-incremental) AlterConfigs request; kafka-python 3 would
+        # otherwise pick IncrementalAlterConfigs.
+        res = a.alter_configs(
+            [KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.ms": "120000"})],
+            incremental=False)
+        assert res == {"topic": {"replaced": "OK"}}, res
         assert _topic_configs(broker.bootstrap, "replaced")["retention.ms"] == "120000"
-        # AlterConfigs replaces: a later call without retention.ms returns it to the default.
-        a.alter_configs([KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.bytes": "1048576"})])
+        # kafka-python 3 adds the topic's other overrides (retention.ms) to each AlterConfigs
+        # request, so this one carries both and both are set.
+        a.alter_configs(
+            [KResource(ConfigResourceType.TOPIC, "replaced", configs={"retention.bytes": "1048576"})],
+            incremental=False)
+        cfg = _topic_configs(broker.bootstrap, "replaced")
+        assert (cfg["retention.ms"], cfg["retention.bytes"]) == ("120000", "1048576")
+        # AlterConfigs replaces: reset_configs(incremental=False) sends the overrides minus
+        # retention.ms (i.e. only retention.bytes), and the broker returns retention.ms to
+        # its default.
+        res = a.reset_configs(
+            [KResource(ConfigResourceType.TOPIC, "replaced", configs=["retention.ms"])],
+            incremental=False)
+        assert res == {"topic": {"replaced": "OK"}}, res
         cfg = _topic_configs(broker.bootstrap, "replaced")
         assert cfg["retention.bytes"] == "1048576" and cfg["retention.ms"] != "120000"
+        assert cfg["retention.ms"] == default_ms
     finally:
         a.close()
 
@@ -331,18 +413,21 @@ def test_delete_consumer_group_forgets_offsets_but_not_while_active(broker):
         c.commit()
         tp = TopicPartition("gone", 0)
         assert c.committed(tp) == 3
-        (group, err), = a.delete_consumer_groups(["leaving"])
-        assert group == "leaving" and err.errno == 68, err  # NON_EMPTY_GROUP while a member is in
+        # kafka-python 3: delete_groups() -> {group_id: 'OK' or the error class name}.
+        res = a.delete_groups(["leaving"])
+        assert res == {"leaving": NonEmptyGroupError.__name__}, res  # 68 while a member is in
+        assert NonEmptyGroupError.errno == 68
         c.close()
-        (group, err), = a.delete_consumer_groups(["leaving"])
-        assert err.errno == 0, err
+        res = a.delete_groups(["leaving"])
+        assert res == {"leaving": "OK"}, res
         fresh = KafkaConsumer(bootstrap_servers=[broker.bootstrap], group_id="leaving")
         try:
             assert fresh.committed(tp) is None
         finally:
             fresh.close()
-        (group, err), = a.delete_consumer_groups(["never-existed"])
-        assert err.errno == 69, err  # GROUP_ID_NOT_FOUND
+        res = a.delete_groups(["never-existed"])
+        assert res == {"never-existed": GroupIdNotFoundError.__name__}, res  # 69
+        assert GroupIdNotFoundError.errno == 69
     finally:
         a.close()
 

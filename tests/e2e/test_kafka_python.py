@@ -12,26 +12,32 @@ import time
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
+from kafka.serializer import DefaultSerializer, JsonSerializer
 from kafka.structs import OffsetAndMetadata
 
 from broker import Deadline, create_topic, read_topic, wait_until
 
 
 def json_producer(bootstrap, **kw):
-    """The guide's producer: JSON values, UTF-8 string keys."""
+    """The guide's producer: JSON values, UTF-8 string keys.
+
+    kafka-python 3 takes `kafka.serializer.Serializer` objects (plain callables
+    are deprecated): JsonSerializer = json.dumps + UTF-8, DefaultSerializer = UTF-8
+    (None stays None).
+    """
     return KafkaProducer(
         bootstrap_servers=[bootstrap],
-        value_serializer=lambda v: json.dumps(v).encode("utf-8"),
-        key_serializer=lambda k: k.encode("utf-8") if k else None,
+        value_serializer=JsonSerializer(),
+        key_serializer=DefaultSerializer(),
         **kw,
     )
 
 
 def json_consumer(bootstrap, *topics, **kw):
-    kw.setdefault("value_deserializer", lambda m: json.loads(m.decode("utf-8")))
+    kw.setdefault("value_deserializer", JsonSerializer())
     return KafkaConsumer(*topics, bootstrap_servers=[bootstrap], **kw)
 
 
@@ -86,19 +92,21 @@ def produce_values(bootstrap, topic, values, key=None, partition=0):
 def test_admin_creates_orders_topic_with_three_partitions(broker):
     admin = KafkaAdminClient(bootstrap_servers=[broker.bootstrap])
     try:
-        resp = admin.create_topics([NewTopic(name="orders", num_partitions=3, replication_factor=1)])
-        assert [(e[0], e[1]) for e in resp.topic_errors] == [("orders", 0)]
+        # kafka-python 3: {name: {...}} in, {'topics': [{'name', 'error_code', ...}]} out.
+        resp = admin.create_topics({"orders": {"num_partitions": 3, "replication_factor": 1}})
+        assert [(t["name"], t["error_code"]) for t in resp["topics"]] == [("orders", 0)]
+        assert resp["topics"][0]["num_partitions"] == 3
 
         assert "orders" in admin.list_topics()
         [desc] = admin.describe_topics(["orders"])
-        assert desc["topic"] == "orders"
+        assert desc["name"] == "orders"
         assert desc["error_code"] == 0
-        assert sorted(p["partition"] for p in desc["partitions"]) == [0, 1, 2]
+        assert sorted(p["partition_index"] for p in desc["partitions"]) == [0, 1, 2]
         assert all(p["error_code"] == 0 for p in desc["partitions"]), desc
 
         # Creating it again is refused with TOPIC_ALREADY_EXISTS, and changes nothing.
         with pytest.raises(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(name="orders", num_partitions=5, replication_factor=1)])
+            admin.create_topics({"orders": {"num_partitions": 5, "replication_factor": 1}})
         [desc] = admin.describe_topics(["orders"])
         assert len(desc["partitions"]) == 3
     finally:
@@ -467,7 +475,7 @@ def test_commit_specific_offset(broker):
         recs = poll_records(consumer, 4)
         message = [r for r in recs if r.offset == 3][0]
         message_tp = TopicPartition(message.topic, message.partition)
-        # kafka-python 2.3: OffsetAndMetadata(offset, metadata, leader_epoch).
+        # kafka-python 3 (as 2.3): OffsetAndMetadata(offset, metadata, leader_epoch).
         consumer.commit({message_tp: OffsetAndMetadata(message.offset + 1, "processed", -1)})
         assert consumer.committed(tp) == 4
         committed = consumer.committed(tp, metadata=True)

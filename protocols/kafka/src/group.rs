@@ -372,6 +372,32 @@ impl GroupCoordinator {
             let _ = tx.send(JoinResult::error(code::UNKNOWN_MEMBER_ID, &req.member_id));
             return rx;
         };
+        // A follower rejoining with unchanged metadata while the group is stable (or waiting
+        // for the leader's assignment) gets the current generation, not a rebalance — as
+        // Kafka's coordinator answers ("no actual change to their metadata").
+        if matches!(
+            g.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ) && g.leader.as_deref() != Some(member_id.as_str())
+        {
+            if let Some(m) = g.members.get_mut(&member_id) {
+                if m.protocols == req.protocols {
+                    m.last_seen = now;
+                    m.session_timeout = req.session_timeout;
+                    m.rebalance_timeout = req.rebalance_timeout;
+                    let _ = tx.send(JoinResult {
+                        error: code::NONE,
+                        generation: g.generation,
+                        protocol: g.protocol.clone(),
+                        protocol_type: g.protocol_type.clone(),
+                        leader: g.leader.clone().unwrap_or_default(),
+                        member_id,
+                        members: Vec::new(),
+                    });
+                    return rx;
+                }
+            }
+        }
         if g.members.is_empty() {
             g.protocol_type = Some(req.protocol_type.clone());
             if g.state == GroupState::Empty {
