@@ -442,3 +442,92 @@ def test_describe_cluster_names_this_broker(broker):
         assert a.describe_cluster()["controller_id"] == 0
     finally:
         a.close()
+
+
+# ---- raw classic-protocol group members (JoinGroup/SyncGroup/Heartbeat v0) ----------
+
+
+class _RawMember:
+    """One group member speaking JoinGroup/SyncGroup/Heartbeat v0 over its own socket, so a
+    test controls exactly when each member joins."""
+
+    def __init__(self, bootstrap, group):
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.group = group
+        self.member_id = ""
+        self.corr = 0
+
+    @staticmethod
+    def _str(s):
+        b = s.encode()
+        return struct.pack(">h", len(b)) + b
+
+    def _call(self, key, body):
+        self.corr += 1
+        req = struct.pack(">hhi", key, 0, self.corr) + self._str("raw") + body
+        self.sock.sendall(struct.pack(">i", len(req)) + req)
+        (n,) = struct.unpack(">i", self._recv(4))
+        data = self._recv(n)
+        assert struct.unpack(">i", data[:4])[0] == self.corr
+        return data[4:]
+
+    def _recv(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            assert chunk, "broker closed the connection"
+            buf += chunk
+        return buf
+
+    def join(self):
+        meta = b"\x00\x00\x00\x00\x00\x01" + self._str("steady") + b"\xff\xff\xff\xff"
+        body = (
+            self._str(self.group) + struct.pack(">i", 10000) + self._str(self.member_id)
+            + self._str("consumer") + struct.pack(">i", 1) + self._str("range")
+            + struct.pack(">i", len(meta)) + meta
+        )
+        r = self._call(11, body)
+        err, gen = struct.unpack(">hi", r[:6])
+        pos = 6
+        out = []
+        for _ in range(3):  # protocol, leader, member id
+            (ln,) = struct.unpack(">h", r[pos:pos + 2])
+            out.append(r[pos + 2:pos + 2 + ln].decode())
+            pos += 2 + ln
+        self.member_id = out[2]
+        return err, gen, out[1]
+
+    def sync(self, gen, assignments=()):
+        body = self._str(self.group) + struct.pack(">i", gen) + self._str(self.member_id)
+        body += struct.pack(">i", len(assignments))
+        for mid, data in assignments:
+            body += self._str(mid) + struct.pack(">i", len(data)) + data
+        return struct.unpack(">h", self._call(14, body)[:2])[0]
+
+    def heartbeat(self, gen):
+        body = self._str(self.group) + struct.pack(">i", gen) + self._str(self.member_id)
+        return struct.unpack(">h", self._call(12, body)[:2])[0]
+
+
+def test_follower_rejoining_a_stable_group_unchanged_keeps_the_generation(broker_factory):
+    b = broker_factory(extra_args=["--group-initial-rebalance-delay-ms", "0"])
+    a, f = _RawMember(b.bootstrap, "steady-g"), _RawMember(b.bootstrap, "steady-g")
+    err, gen1, leader = a.join()
+    assert err == 0 and leader == a.member_id
+    assert a.sync(gen1, [(a.member_id, b"x")]) == 0
+    # A second member joins: the leader must rejoin (heartbeat says rebalance), giving gen 2.
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("f", f.join()))
+    t.start()
+    wait_until(lambda: a.heartbeat(gen1) == 27, 10, "REBALANCE_IN_PROGRESS for the leader")
+    err, gen2, leader = a.join()
+    t.join(timeout=30)
+    assert err == 0 and gen2 == gen1 + 1 and leader == a.member_id
+    assert results["f"][:2] == (0, gen2)
+    assert a.sync(gen2, [(a.member_id, b"a"), (f.member_id, b"f")]) == 0
+    assert f.sync(gen2) == 0
+    # The follower rejoins with the same metadata: same generation at once, no rebalance.
+    assert f.join() == (0, gen2, a.member_id)
+    assert a.heartbeat(gen2) == 0, "the leader is not told to rebalance"
+    assert f.heartbeat(gen2) == 0
