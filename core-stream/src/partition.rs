@@ -514,28 +514,44 @@ impl Partition {
                 continue;
             }
             let limit = inner.read_limit(seg);
-            if let Some((_, h)) = seg.batch_for_timestamp(ts, limit)? {
-                let t = if h.first_timestamp >= ts {
-                    h.first_timestamp
-                } else {
-                    h.max_timestamp
-                };
-                return Ok(Some((h.base_offset.max(inner.log_start), t)));
+            if let Some((pos, h)) = seg.batch_for_timestamp(ts, limit)? {
+                let from = inner.log_start;
+                // Record granularity, as Kafka answers: the first record of the batch at or
+                // after `ts` (the batch header alone only bounds it).
+                let found = record_in_batch(seg, pos, h, limit, |r| {
+                    r.timestamp >= ts && r.offset >= from
+                });
+                return Ok(Some(found.unwrap_or_else(|| {
+                    let t = if h.first_timestamp >= ts {
+                        h.first_timestamp
+                    } else {
+                        h.max_timestamp
+                    };
+                    (h.base_offset.max(from), t)
+                })));
             }
         }
         Ok(None)
     }
 
-    /// Offset and timestamp of the batch holding the largest timestamp (Kafka's MAX_TIMESTAMP).
+    /// Offset and timestamp of the record holding the largest timestamp (Kafka's MAX_TIMESTAMP).
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let inner = self.lock();
         let hw = self.high_watermark();
-        inner
+        let seg = inner
             .segments
             .iter()
             .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp < hw)
-            .max_by_key(|s| s.max_timestamp)
-            .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+            .max_by_key(|s| s.max_timestamp)?;
+        let batch_answer = (seg.offset_of_max_timestamp, seg.max_timestamp);
+        let limit = inner.read_limit(seg);
+        let Ok(Some((pos, h))) = seg.position_of(seg.offset_of_max_timestamp, limit) else {
+            return Some(batch_answer);
+        };
+        Some(
+            record_in_batch(seg, pos, h, limit, |r| r.timestamp == h.max_timestamp)
+                .unwrap_or(batch_answer),
+        )
     }
 
     /// Deletes whole closed segments past the time or size limit. Returns how many were deleted.
@@ -607,6 +623,25 @@ impl Partition {
         info!(stream = %self.stream, partition = self.index, log_start = offset, "records deleted");
         Ok(offset)
     }
+}
+
+/// `(offset, timestamp)` of the first record of the batch at `pos` that satisfies `hit`
+/// (`None` if the batch cannot be read or decoded, or no record does).
+fn record_in_batch(
+    seg: &Segment,
+    pos: u64,
+    h: BatchHeader,
+    limit: u64,
+    hit: impl Fn(&batch::Record) -> bool,
+) -> Option<(i64, i64)> {
+    let file = seg.file().ok()?;
+    let bytes = segment::read_batches(&file, pos, h.size, limit).ok()?;
+    let first = bytes.slice(..h.size.min(bytes.len()));
+    batch::decode_records(&first)
+        .ok()?
+        .into_iter()
+        .find(|r| hit(r))
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// File in a partition directory holding a log start offset set by DeleteRecords.

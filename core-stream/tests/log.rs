@@ -568,3 +568,21 @@ async fn delete_before_moves_the_log_start_durably_and_drops_whole_segments() {
     assert_eq!(p.high_watermark(), 10);
     core.shutdown();
 }
+
+#[tokio::test]
+async fn timestamp_lookups_have_record_granularity_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open(dir.path());
+    core.create_stream("ts", cfg(1 << 20)).unwrap();
+    // One batch, two records: timestamps 1234 and 999999999999 (librdkafka's test 0054).
+    append(&core, "ts", &[rec(0, 1234), rec(1, 999_999_999_999)]).await;
+    let p = core.stream("ts").unwrap().partition(0).unwrap();
+    assert_eq!(p.offset_for_timestamp(1000).unwrap(), Some((0, 1234)));
+    assert_eq!(
+        p.offset_for_timestamp(1235).unwrap(),
+        Some((1, 999_999_999_999))
+    );
+    assert_eq!(p.offset_for_timestamp(1_000_000_000_000).unwrap(), None);
+    assert_eq!(p.max_timestamp(), Some((1, 999_999_999_999)));
+    core.shutdown();
+}
