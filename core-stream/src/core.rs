@@ -19,7 +19,7 @@ use crate::log::{AppendOutcome, LogFactory, PartitionLog};
 use crate::meta::{GroupOffset, MetadataStore, RedbStore, StreamMeta};
 use crate::partition::now_ms;
 use crate::queue::{Queue, QueueMeta, QueueSettings};
-use crate::router::Router;
+use crate::router::{Appended, Router};
 use crate::segment_logs::SegmentLogs;
 use crate::stream::{pattern_matches, validate_name, Stream};
 
@@ -345,6 +345,19 @@ impl Core {
     /// to one partition and their routing happen under one lock, so every subscriber sees a
     /// partition's records in offset order.
     pub fn append(&self, stream: &Stream, partition: i32, data: &[u8]) -> Result<AppendOutcome> {
+        self.append_from(stream, partition, data, 0)
+    }
+
+    /// [`Core::append`] for a writer that subscribers may want to recognise: `origin` (a
+    /// connection's id, 0 for none) travels with the routed records, so an MQTT no-local
+    /// subscription can skip its own connection's messages.
+    pub fn append_from(
+        &self,
+        stream: &Stream,
+        partition: i32,
+        data: &[u8],
+        origin: u64,
+    ) -> Result<AppendOutcome> {
         self.check_open()?;
         if data.len() > self.config.max_batch_bytes {
             return Err(StreamError::MessageTooLarge(data.len()));
@@ -357,14 +370,15 @@ impl Core {
         let _order = self.order_lock(stream, partition);
         let mut out = log.append(data, &headers)?;
         if !out.duplicate {
-            let (tickets, refused) = self.router.route(
-                &stream.name,
+            let (tickets, refused) = self.router.route(Appended {
+                stream: &stream.name,
                 partition,
-                &log,
+                log: &log,
                 data,
-                &headers,
-                out.base_offset,
-            );
+                headers: &headers,
+                base_offset: out.base_offset,
+                origin,
+            });
             for t in tickets {
                 out.durable.join(t);
             }
@@ -392,12 +406,14 @@ impl Core {
     /// are not Kafka clients. The partition is chosen from the key exactly as Kafka clients
     /// choose it (murmur2), so one key lands on one partition whichever protocol wrote it;
     /// records without a key go to `fallback_partition` modulo the partition count.
+    /// `origin` is the writer's connection id (see [`Core::append_from`]).
     pub fn append_records(
         &self,
         stream: &str,
         key: Option<&[u8]>,
         fallback_partition: u32,
         records: &[Record],
+        origin: u64,
     ) -> Result<AppendOutcome> {
         if records.is_empty() {
             return Err(StreamError::CorruptBatch("empty record set"));
@@ -409,7 +425,7 @@ impl Core {
             None => fallback_partition % n,
         };
         let data: Bytes = batch::build_batch(records, None);
-        self.append(&s, p as i32, &data)
+        self.append_from(&s, p as i32, &data, origin)
     }
 
     /// Default settings for new streams.

@@ -13,6 +13,7 @@
 //! - [`log`]: the storage traits ([`PartitionLog`], [`LogFactory`]) and their result types.
 //! - [`segment_logs`]: the embedded storage, [`SegmentLogs`] (segment files + group commit).
 //! - [`commit`]: group commit — one fsync thread shared by all writers.
+//! - [`headers`]: record header names every protocol maps its message properties to.
 //! - [`file_cache`]: the bounded cache of open segment files.
 //! - [`batch`]: the one record format (Kafka record batch v2): validation, building, bounded decoding.
 //! - [`compression`]: bounded decompression of gzip, snappy, lz4 and zstd batches for non-Kafka readers.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod file_cache;
+pub mod headers;
 pub mod log;
 pub mod meta;
 pub mod naming;

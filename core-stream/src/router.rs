@@ -39,6 +39,8 @@ pub struct Routed {
     pub batch_crc: u32,
     /// The partition, to wait until the record is durable before handing it out.
     pub log: Arc<dyn PartitionLog>,
+    /// The writer's connection id, or 0 (see [`crate::Core::append_from`]).
+    pub origin: u64,
 }
 
 impl Routed {
@@ -197,6 +199,25 @@ pub struct RoutingTemplate {
     pub header: Option<String>,
 }
 
+/// One append as the router sees it.
+#[derive(Debug)]
+pub struct Appended<'a> {
+    /// Stream appended to.
+    pub stream: &'a str,
+    /// Partition index.
+    pub partition: i32,
+    /// The partition's log (deliveries wait on its high watermark).
+    pub log: &'a Arc<dyn PartitionLog>,
+    /// The batches as the writer sent them.
+    pub data: &'a [u8],
+    /// Their validated headers.
+    pub headers: &'a [batch::BatchHeader],
+    /// Offset the first record was stored at.
+    pub base_offset: i64,
+    /// The writer's connection id, or 0.
+    pub origin: u64,
+}
+
 /// The index of subscriptions. One per core.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -284,19 +305,19 @@ impl Router {
         group(found)
     }
 
-    /// Routes the records of one append: `data` is the appended batches as the writer sent
-    /// them (`headers` from validation), stored from `base_offset` on. Returns the durability
-    /// tickets of the sinks that wrote something, and whether some sink refused a record
-    /// because it was full. Decodes (and copies) the records only when a pattern may match.
-    pub fn route(
-        &self,
-        stream: &str,
-        partition: i32,
-        log: &Arc<dyn PartitionLog>,
-        data: &[u8],
-        headers: &[batch::BatchHeader],
-        base_offset: i64,
-    ) -> (Vec<DurableTicket>, bool) {
+    /// Routes the records of one append (see [`Appended`]). Returns the durability tickets of
+    /// the sinks that wrote something, and whether some sink refused a record because it was
+    /// full. Decodes (and copies) the records only when a pattern may match.
+    pub fn route(&self, a: Appended<'_>) -> (Vec<DurableTicket>, bool) {
+        let Appended {
+            stream,
+            partition,
+            log,
+            data,
+            headers,
+            base_offset,
+            origin,
+        } = a;
         let mut tickets = Vec::new();
         let mut refused = false;
         if self.is_empty() {
@@ -362,6 +383,7 @@ impl Router {
                     routing_name: name,
                     batch_crc: crc,
                     log: log.clone(),
+                    origin,
                 });
                 for (sink, tags) in &matched {
                     match sink.offer(&routed, tags) {

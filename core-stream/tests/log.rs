@@ -364,7 +364,13 @@ async fn append_records_keys_like_kafka_and_is_readable_as_records() {
     assert_eq!(core_stream::partition_for_key(b"user-123", 3), 2);
     assert_eq!(core_stream::core::murmur2(b"21"), 0xc5f2_f8ec);
     let out = core
-        .append_records("user-events", Some(b"user-123"), 0, &[rec(1, 5), rec(2, 6)])
+        .append_records(
+            "user-events",
+            Some(b"user-123"),
+            0,
+            &[rec(1, 5), rec(2, 6)],
+            0,
+        )
         .unwrap();
     out.durable.wait().await.unwrap();
     let p = core.stream("user-events").unwrap().partition(2).unwrap();
@@ -376,7 +382,7 @@ async fn append_records_keys_like_kafka_and_is_readable_as_records() {
     );
     assert_eq!(recs[1].key.as_deref(), Some(&b"k2"[..]));
     // An unknown stream is created on first append.
-    core.append_records("new.stream", None, 7, &[rec(0, 1)])
+    core.append_records("new.stream", None, 7, &[rec(0, 1)], 0)
         .unwrap()
         .durable
         .wait()

@@ -37,7 +37,7 @@ fn rec(i: usize) -> Record {
 
 async fn publish(core: &Core, stream: &str, n: std::ops::Range<usize>) {
     for i in n {
-        let out = core.append_records(stream, None, 0, &[rec(i)]).unwrap();
+        let out = core.append_records(stream, None, 0, &[rec(i)], 0).unwrap();
         out.durable.wait().await.unwrap();
     }
 }
@@ -151,7 +151,9 @@ async fn length_limits_follow_the_overflow_policy() {
         let (core, q) = setup(dir.path(), settings);
         let mut refused = 0;
         for i in 0..5 {
-            let out = core.append_records("orders.x", None, 0, &[rec(i)]).unwrap();
+            let out = core
+                .append_records("orders.x", None, 0, &[rec(i)], 0)
+                .unwrap();
             refused += out.refused as usize;
             out.durable.wait().await.unwrap();
         }

@@ -45,8 +45,30 @@ pub struct Config {
     pub fetch_max_bytes: usize,
     /// Delay before a new consumer group's first rebalance completes (ms).
     pub group_initial_rebalance_delay_ms: u64,
-    /// MQTT listener address (front-end not built yet).
+    /// MQTT listener address (TCP); empty = no MQTT listener.
     pub mqtt_listen: String,
+    /// MQTT-over-WebSocket listener address (subprotocol `mqtt`); empty = none.
+    pub mqtt_ws_listen: String,
+    /// Largest MQTT packet accepted (bytes).
+    pub mqtt_max_packet_size: u32,
+    /// QoS 1/2 messages an MQTT client may have unacknowledged towards the broker.
+    pub mqtt_receive_maximum: u16,
+    /// QoS 1/2 messages the broker may have unacknowledged towards one MQTT client.
+    pub mqtt_max_inflight: u16,
+    /// Live buffer of a connected MQTT client; past it messages are dropped.
+    pub mqtt_max_queued_messages: usize,
+    /// Most QoS 1/2 messages a persistent MQTT session keeps while away.
+    pub mqtt_max_queued_messages_persistent: u64,
+    /// Largest keep-alive an MQTT client may use (s; 0 = no limit).
+    pub mqtt_max_keepalive: u16,
+    /// Topic aliases an MQTT client may use towards the broker.
+    pub mqtt_topic_alias_maximum: u16,
+    /// MQTT topic filters whose subscription is refused (SUBACK 0x80).
+    pub mqtt_deny_subscribe: Vec<String>,
+    /// Rules mapping many MQTT topics into one keyed stream.
+    pub mqtt_mapping: Vec<conflux_mqtt::topics::MappingRule>,
+    /// Record key of an MQTT publish no rule keys: `client_id` or `none`.
+    pub mqtt_key: conflux_mqtt::KeyPolicy,
     /// AMQP 0-9-1 listener address (front-end not built yet).
     pub amqp_listen: String,
     /// Admin HTTP listener address (not built yet).
@@ -61,6 +83,7 @@ impl Default for Config {
         let core = CoreConfig::new("./data");
         let stream = &core.stream_defaults;
         let kafka = conflux_kafka::KafkaConfig::default();
+        let mqtt = conflux_mqtt::MqttConfig::default();
         Self {
             data_dir: core.data_dir.clone(),
             fsync: core.fsync,
@@ -81,6 +104,17 @@ impl Default for Config {
             group_initial_rebalance_delay_ms: kafka.group_initial_rebalance_delay.as_millis()
                 as u64,
             mqtt_listen: "0.0.0.0:1883".into(),
+            mqtt_ws_listen: "0.0.0.0:8083".into(),
+            mqtt_max_packet_size: mqtt.max_packet_size,
+            mqtt_receive_maximum: mqtt.receive_maximum,
+            mqtt_max_inflight: mqtt.max_inflight,
+            mqtt_max_queued_messages: mqtt.max_queued_messages,
+            mqtt_max_queued_messages_persistent: mqtt.max_queued_messages_persistent,
+            mqtt_max_keepalive: mqtt.max_keepalive,
+            mqtt_topic_alias_maximum: mqtt.topic_alias_maximum,
+            mqtt_deny_subscribe: mqtt.deny_subscribe,
+            mqtt_mapping: mqtt.mapping,
+            mqtt_key: mqtt.key,
             amqp_listen: "0.0.0.0:5672".into(),
             http_listen: "0.0.0.0:8080".into(),
             log: "info".into(),
@@ -103,9 +137,32 @@ pub struct ServeArgs {
     /// host:port advertised to Kafka clients.
     #[arg(long, env = "CONFLUX_KAFKA_ADVERTISED")]
     pub kafka_advertised: Option<String>,
-    /// MQTT listener address.
+    /// MQTT listener address ("" = none).
     #[arg(long, env = "CONFLUX_MQTT_LISTEN")]
     pub mqtt_listen: Option<String>,
+    /// MQTT-over-WebSocket listener address ("" = none).
+    #[arg(long, env = "CONFLUX_MQTT_WS_LISTEN")]
+    pub mqtt_ws_listen: Option<String>,
+    /// Largest MQTT keep-alive a client may use (s; 0 = no limit).
+    #[arg(long, env = "CONFLUX_MQTT_MAX_KEEPALIVE")]
+    pub mqtt_max_keepalive: Option<u16>,
+    /// Largest MQTT packet accepted (bytes).
+    #[arg(long, env = "CONFLUX_MQTT_MAX_PACKET_SIZE")]
+    pub mqtt_max_packet_size: Option<u32>,
+    /// MQTT Receive Maximum offered to clients.
+    #[arg(long, env = "CONFLUX_MQTT_RECEIVE_MAXIMUM")]
+    pub mqtt_receive_maximum: Option<u16>,
+    /// Live buffer of a connected MQTT client (messages).
+    #[arg(long, env = "CONFLUX_MQTT_MAX_QUEUED_MESSAGES")]
+    pub mqtt_max_queued_messages: Option<usize>,
+    /// MQTT topic filter whose subscription is refused (repeatable; the environment variable
+    /// takes a comma-separated list).
+    #[arg(long, env = "CONFLUX_MQTT_DENY_SUBSCRIBE", value_delimiter = ',')]
+    pub mqtt_deny_subscribe: Option<Vec<String>>,
+    /// MQTT mapping rule `FILTER=STREAM`, e.g. `devices/+/telemetry=devices.telemetry`
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(long, env = "CONFLUX_MQTT_MAPPING", value_delimiter = ',', value_parser = parse_mapping)]
+    pub mqtt_mapping: Option<Vec<conflux_mqtt::topics::MappingRule>>,
     /// AMQP listener address.
     #[arg(long, env = "CONFLUX_AMQP_LISTEN")]
     pub amqp_listen: Option<String>,
@@ -159,6 +216,16 @@ pub struct ServeArgs {
     pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
+fn parse_mapping(s: &str) -> Result<conflux_mqtt::topics::MappingRule, String> {
+    let (filter, stream) = s
+        .split_once('=')
+        .ok_or_else(|| format!("mapping rule {s:?} is not FILTER=STREAM"))?;
+    Ok(conflux_mqtt::topics::MappingRule {
+        filter: filter.to_string(),
+        stream: stream.to_string(),
+    })
+}
+
 impl Config {
     /// Loads the file named by `--config` (if any), then applies flags and environment.
     pub fn load(args: &ServeArgs) -> Result<Self, String> {
@@ -195,12 +262,29 @@ impl Config {
             max_connections
         );
         over!(
+            mqtt_ws_listen,
+            mqtt_max_keepalive,
+            mqtt_max_packet_size,
+            mqtt_receive_maximum,
+            mqtt_max_queued_messages,
+            mqtt_deny_subscribe,
+            mqtt_mapping
+        );
+        over!(
             max_request_bytes,
             max_batch_bytes,
             fetch_max_bytes,
             group_initial_rebalance_delay_ms
         );
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 10] = [
+            (
+                c.mqtt_receive_maximum == 0,
+                "mqtt_receive_maximum must be at least 1",
+            ),
+            (
+                c.mqtt_max_packet_size < 64,
+                "mqtt_max_packet_size must be at least 64",
+            ),
             (c.max_connections == 0, "max_connections must be at least 1"),
             (c.max_open_files < 16, "max_open_files must be at least 16"),
             (

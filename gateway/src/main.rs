@@ -116,15 +116,16 @@ async fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
     let (stop, shutdown) = conflux_net::Shutdown::new();
 
+    // Bind every listener first, then report them, Kafka last: "listener bound
+    // protocol=kafka" means the broker is ready on every port.
     let listener = TcpListener::bind(&cfg.kafka_listen)
         .await
         .map_err(|e| format!("cannot bind kafka listener {}: {e}", cfg.kafka_listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let (host, port) = advertised(&cfg.kafka_advertised, bound)?;
-    info!(protocol = %"kafka", addr = %bound, advertised = %format!("{host}:{port}"), "listener bound");
     let kcfg = conflux_kafka::KafkaConfig {
         listener: bound.to_string(),
-        advertised_host: host,
+        advertised_host: host.clone(),
         advertised_port: port,
         auto_create_topics: cfg.auto_create_topics,
         max_request_bytes: cfg.max_request_bytes,
@@ -133,24 +134,55 @@ async fn serve(cfg: Config) -> Result<(), String> {
         max_connections: cfg.max_connections,
         ..Default::default()
     };
-    for (proto, addr) in [
-        ("mqtt", &cfg.mqtt_listen),
-        ("amqp", &cfg.amqp_listen),
-        ("http", &cfg.http_listen),
-    ] {
+    let mut tasks = Vec::new();
+    let mqtt_cfg = conflux_mqtt::MqttConfig {
+        max_packet_size: cfg.mqtt_max_packet_size,
+        receive_maximum: cfg.mqtt_receive_maximum,
+        max_inflight: cfg.mqtt_max_inflight,
+        max_queued_messages: cfg.mqtt_max_queued_messages,
+        max_queued_messages_persistent: cfg.mqtt_max_queued_messages_persistent,
+        max_keepalive: cfg.mqtt_max_keepalive,
+        topic_alias_maximum: cfg.mqtt_topic_alias_maximum,
+        deny_subscribe: cfg.mqtt_deny_subscribe.clone(),
+        mapping: cfg.mqtt_mapping.clone(),
+        key: cfg.mqtt_key,
+        max_connections: cfg.max_connections,
+    };
+    if !cfg.mqtt_listen.is_empty() || !cfg.mqtt_ws_listen.is_empty() {
+        let mqtt = conflux_mqtt::MqttBroker::open(core.clone(), mqtt_cfg, shutdown.clone())
+            .map_err(|e| format!("cannot start MQTT: {e}"))?;
+        if !cfg.mqtt_listen.is_empty() {
+            let l = TcpListener::bind(&cfg.mqtt_listen)
+                .await
+                .map_err(|e| format!("cannot bind mqtt listener {}: {e}", cfg.mqtt_listen))?;
+            info!(protocol = %"mqtt", addr = %l.local_addr().map_err(|e| e.to_string())?, "listener bound");
+            tasks.push(tokio::spawn(conflux_mqtt::serve(l, mqtt.clone())));
+        }
+        if !cfg.mqtt_ws_listen.is_empty() {
+            let l = TcpListener::bind(&cfg.mqtt_ws_listen)
+                .await
+                .map_err(|e| format!("cannot bind mqtt-ws listener {}: {e}", cfg.mqtt_ws_listen))?;
+            info!(protocol = %"mqtt-ws", addr = %l.local_addr().map_err(|e| e.to_string())?, "listener bound");
+            tasks.push(tokio::spawn(conflux_mqtt::serve_ws(l, mqtt)));
+        }
+    }
+    for (proto, addr) in [("amqp", &cfg.amqp_listen), ("http", &cfg.http_listen)] {
         info!(protocol = %proto, addr = %addr, "listener not built yet; not listening");
     }
-    let kafka = tokio::spawn(conflux_kafka::serve(
+    info!(protocol = %"kafka", addr = %bound, advertised = %format!("{host}:{port}"), "listener bound");
+    tasks.push(tokio::spawn(conflux_kafka::serve(
         listener,
         core.clone(),
         kcfg,
         shutdown.clone(),
-    ));
+    )));
 
     signals.wait().await;
     info!("shutting down: no new connections, finishing in-flight requests");
     stop.trigger();
-    let _ = kafka.await;
+    for t in tasks {
+        let _ = t.await;
+    }
     let core2: Arc<Core> = core.clone();
     tokio::task::spawn_blocking(move || core2.shutdown())
         .await

@@ -36,7 +36,7 @@ START_TIMEOUT = float(os.environ.get("CONFLUX_START_TIMEOUT", "30"))
 #   INFO conflux: listener bound protocol=kafka addr=127.0.0.1:40123
 # Be lenient about quoting (`protocol="kafka"`) and field order noise.
 _BOUND_RE = re.compile(
-    r'listener bound.*?protocol="?kafka"?.*?addr="?(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(?P<port>\d+)'
+    r'listener bound.*?protocol="?(?P<proto>[a-z-]+)"?.*?addr="?(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(?P<port>\d+)'
 )
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -106,6 +106,8 @@ class Broker:
         self.proc: Optional[subprocess.Popen] = None
         self.host: Optional[str] = None
         self.port: Optional[int] = None
+        # Bound port of every listener by protocol ("kafka", "mqtt", "mqtt-ws", "amqp").
+        self.ports: dict[str, int] = {}
         self.starts = 0
         # True while the process is meant to be running; False once we stopped
         # or killed it. A process that exits while this is True died on its own.
@@ -128,6 +130,8 @@ class Broker:
             "--kafka-listen",
             "127.0.0.1:0",
             "--mqtt-listen",
+            "127.0.0.1:0",
+            "--mqtt-ws-listen",
             "127.0.0.1:0",
             "--amqp-listen",
             "127.0.0.1:0",
@@ -163,6 +167,7 @@ class Broker:
         self._ready = threading.Event()
         self._eof = threading.Event()
         self.host = self.port = None
+        self.ports = {}
         self._append_line(f"===== start #{self.starts}: {' '.join(cmd)}\n")
         self.proc = subprocess.Popen(
             cmd,
@@ -218,6 +223,9 @@ class Broker:
                 if not ready.is_set():
                     m = _BOUND_RE.search(line)
                     if m:
+                        self.ports[m.group("proto")] = int(m.group("port"))
+                    # The Kafka listener is reported last: the broker is then ready.
+                    if m and m.group("proto") == "kafka":
                         self.host = m.group("host").strip("[]")
                         self.port = int(m.group("port"))
                         ready.set()
@@ -237,6 +245,16 @@ class Broker:
         if ":" in host:
             host = f"[{host}]"
         return f"{host}:{self.port}"
+
+    @property
+    def mqtt_port(self) -> int:
+        """Port of the running broker's MQTT (TCP) listener."""
+        return self.ports["mqtt"]
+
+    @property
+    def mqtt_ws_port(self) -> int:
+        """Port of the running broker's MQTT-over-WebSocket listener."""
+        return self.ports["mqtt-ws"]
 
     @property
     def pid(self) -> int:
