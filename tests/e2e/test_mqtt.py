@@ -332,3 +332,63 @@ def test_receive_maximum_exceeded_gets_disconnect_0x93(mqtt_broker):
         if p[0] == 0xE0:
             break
     assert (0xE0, b"\x93\x00") in seen or (0xE0, b"\x93") in seen, seen[-3:]
+
+
+def _raw_publisher(port, client_id, topic, qos, acked, stop):
+    """Publishes `topic`/<n> payloads one at a time, recording n once PUBACK (QoS 1) or PUBREC
+    (QoS 2) arrived; stops when the broker goes away."""
+    raw = Raw(port)
+    raw.send(connect_packet(client_id))
+    if raw.read_packet() is None:
+        return
+    n = 0
+    try:
+        while not stop.is_set():
+            n += 1
+            pid = n % 65535 + 1
+            raw.send(publish_packet(topic, f"{n}".encode(), qos=qos, pid=pid))
+            p = raw.read_packet(timeout=10)
+            if p is None:
+                return
+            acked.append(n)
+            if qos == 2:
+                raw.send(b"\x62\x02" + struct.pack(">H", pid))
+                if raw.read_packet(timeout=10) is None:
+                    return
+    except OSError:
+        return
+
+
+def test_kill9_loses_no_acknowledged_mqtt_message_and_keeps_session_queues(mqtt_broker):
+    import threading
+
+    keeper = Client(mqtt_broker.mqtt_port, client_id="k9-keeper", version=V311, clean=False)
+    keeper.subscribe("k9/#", qos=1)
+    keeper.close()
+    stop = threading.Event()
+    acked1, acked2 = [], []
+    threads = [
+        threading.Thread(target=_raw_publisher, args=(mqtt_broker.mqtt_port, "k9p1", "k9/q1", 1, acked1, stop)),
+        threading.Thread(target=_raw_publisher, args=(mqtt_broker.mqtt_port, "k9p2", "k9/q2", 2, acked2, stop)),
+    ]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(acked1) > 200 and len(acked2) > 100, 60, "acknowledged publishes")
+    mqtt_broker.kill9()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    mqtt_broker.start()
+    for topic, acked in [("k9.q1", acked1), ("k9.q2", acked2)]:
+        records, _ = read_topic(mqtt_broker.bootstrap, topic)
+        stored = {int(r.value) for r in records}
+        missing = set(acked) - stored
+        assert not missing, f"{topic}: {len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+        if topic == "k9.q2":
+            assert len(records) == len(stored), "QoS 2: none stored twice"
+    # The persistent session's queue survived the crash: every acknowledged message is there.
+    back = Client(mqtt_broker.mqtt_port, client_id="k9-keeper", version=V311, clean=False)
+    want = len(acked1) + len(acked2)
+    got = back.expect(want, timeout=60)
+    assert len(got) >= want
+    back.close()
