@@ -26,8 +26,11 @@ apt_install() {
 }
 
 # --- system tools -------------------------------------------------------------
-if ! command -v kcat >/dev/null 2>&1; then
-  apt_install kcat
+need=()
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ "${#need[@]}" -ne 0 ]; then
+  apt_install "${need[@]}"
 fi
 
 # --- Python environment for the e2e suite -----------------------------------
