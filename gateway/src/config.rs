@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use core_stream::{CoreConfig, FsyncPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Every setting, with its default. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where segment files and the metadata store live.
@@ -320,6 +320,25 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// docs/configuration.md has one row per setting, and no row for a setting that is gone.
+    #[test]
+    fn the_configuration_page_lists_every_setting() {
+        let toml = toml::to_string(&Config::default()).unwrap();
+        let keys: std::collections::BTreeSet<String> = toml
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_string()))
+            .filter(|k| !k.contains('.') && !k.starts_with('['))
+            .collect();
+        let page = include_str!("../../docs/configuration.md");
+        let rows: std::collections::BTreeSet<String> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
+            .collect();
+        // Lists that are empty by default serialize as `key = []`, so they are in `keys` too.
+        assert_eq!(keys, rows, "settings vs docs/configuration.md rows");
+    }
+
     #[test]
     fn file_values_are_overridden_by_flags_and_bad_values_refused() {
         let dir = std::env::temp_dir().join(format!("conflux-config-{}", std::process::id()));
@@ -340,6 +359,18 @@ mod tests {
         assert_eq!(c.default_partitions, 5, "flag beats file");
         assert_eq!(c.fsync, FsyncPolicy::Interval);
         assert_eq!(c.kafka_listen, "0.0.0.0:9092", "default kept");
+        std::fs::write(
+            &file,
+            "mqtt_mapping = [ { filter = \"devices/+/telemetry\", stream = \"devices.telemetry\" } ]\nmqtt_deny_subscribe = [\"test/nosubscribe\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.mqtt_mapping[0].stream, "devices.telemetry");
+        assert_eq!(c.mqtt_deny_subscribe, vec!["test/nosubscribe".to_string()]);
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
         assert!(Config::load(&args).unwrap_err().contains("no_such_key"));
         let zero = ServeArgs {

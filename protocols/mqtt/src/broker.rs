@@ -26,7 +26,7 @@ use crate::session::{
 use crate::topics::{self, Mapping, MappingRule};
 
 /// What the record key of a PUBLISH is when no mapping rule gives one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPolicy {
     /// The publisher's client id: one device's messages stay in one partition, in order.

@@ -644,13 +644,15 @@ impl Conn {
                 if v3 {
                     return Some(End::Abnormal);
                 }
+                let code = match e {
+                    crate::broker::PublishError::Topic(_) => reason::TOPIC_NAME_INVALID,
+                    crate::broker::PublishError::Storage(_) => reason::UNSPECIFIED,
+                };
                 if q == 1 {
-                    self.send(ready(Outbound::PubAck(pid, reason::UNSPECIFIED)))
-                        .await;
+                    self.send(ready(Outbound::PubAck(pid, code))).await;
                 } else {
                     self.acks_in.fetch_sub(1, Ordering::AcqRel);
-                    self.send(ready(Outbound::PubRec(pid, reason::UNSPECIFIED)))
-                        .await;
+                    self.send(ready(Outbound::PubRec(pid, code))).await;
                 }
             }
         }

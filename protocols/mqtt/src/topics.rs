@@ -93,7 +93,7 @@ pub fn routing_topic(routing_name: &str) -> String {
 }
 
 /// A configured mapping of many topics into one keyed stream.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingRule {
     /// Topic filter with exactly one `+` (the key) and otherwise literal levels,
