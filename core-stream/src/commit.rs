@@ -38,6 +38,36 @@ impl std::fmt::Debug for Syncer {
     }
 }
 
+/// Most threads fsyncing at once in one round.
+const SYNC_THREADS: usize = 8;
+
+/// Fsyncs every partition of a round. Several at once: a journaling file system (ext4's jbd2,
+/// xfs) folds concurrent fsyncs into one journal commit, where one after the other each
+/// pays its own, so a round over many streams (MQTT makes one per topic) costs about one.
+fn sync_all(batch: &[Arc<dyn Syncable>]) {
+    let one = |p: &Arc<dyn Syncable>| {
+        if let Err(e) = p.sync() {
+            // The partition refuses further writes and fails its waiting writers.
+            let (stream, partition) = p.name();
+            let errno = match &e {
+                crate::error::StreamError::Io(io) => io.raw_os_error().unwrap_or(0),
+                _ => 0,
+            };
+            error!(stream, partition, errno, error = %e, "fsync failed; the partition accepts no more writes");
+        }
+    };
+    if batch.len() <= 1 {
+        batch.iter().for_each(one);
+        return;
+    }
+    let per = batch.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|s| {
+        for chunk in batch.chunks(per) {
+            s.spawn(move || chunk.iter().for_each(one));
+        }
+    });
+}
+
 impl Syncer {
     /// Starts the fsync thread. `interval` paces syncs of partitions queued with [`Syncer::enqueue_lazy`].
     pub fn start(interval: Duration) -> Arc<Self> {
@@ -92,17 +122,7 @@ impl Syncer {
             batch.append(&mut q.lazy);
             let stop = q.stop;
             drop(q);
-            for p in batch {
-                if let Err(e) = p.sync() {
-                    // The partition refuses further writes and fails its waiting writers.
-                    let (stream, partition) = p.name();
-                    let errno = match &e {
-                        crate::error::StreamError::Io(io) => io.raw_os_error().unwrap_or(0),
-                        _ => 0,
-                    };
-                    error!(stream, partition, errno, error = %e, "fsync failed; the partition accepts no more writes");
-                }
-            }
+            sync_all(&batch);
             q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if stop && q.urgent.is_empty() && q.lazy.is_empty() {
                 return;

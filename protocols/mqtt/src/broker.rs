@@ -23,7 +23,7 @@ use crate::retained::{Retained, RetainedMsg};
 use crate::session::{
     self, Link, Outgoing, Session, SharedGroup, SharedGroups, StoredSession, Subscription,
 };
-use crate::topics::{self, Mapping, MappingRule};
+use crate::topics::{self, Mapping, MappingRule, Target};
 
 /// What the record key of a PUBLISH is when no mapping rule gives one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -417,64 +417,89 @@ impl MqttBroker {
         true
     }
 
-    /// Writes one message to its stream (the PUBLISH path, also used for wills). `key` is the
-    /// record key when no mapping rule gives one.
+    /// Where a PUBLISH to `topic` is written, and its record key (`client_key` when no
+    /// mapping rule gives one and the key policy uses client ids).
+    pub fn target(
+        &self,
+        topic: &str,
+        client_key: Option<&str>,
+    ) -> Result<(Target, Option<Bytes>), PublishError> {
+        let target = self
+            .mapping
+            .target(topic)
+            .map_err(|e| PublishError::Topic(e.to_string()))?;
+        let key = target.key.as_deref().or(match self.config.key {
+            KeyPolicy::ClientId => client_key,
+            KeyPolicy::None => None,
+        });
+        let key = key.map(|k| Bytes::copy_from_slice(k.as_bytes()));
+        Ok((target, key))
+    }
+
+    /// The record a PUBLISH becomes (value = the payload unchanged, properties as headers).
+    pub fn record(&self, p: &Publish, target: &Target, key: Option<Bytes>, now: i64) -> Record {
+        Record {
+            timestamp: now,
+            key,
+            value: Some(p.payload.clone()),
+            headers: props::to_headers(
+                &p.props,
+                p.qos,
+                p.retain,
+                target.topic_header.then_some(p.topic.as_str()),
+                now,
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// Sets or clears the retained message of a retained PUBLISH (durable when it returns).
+    pub fn retain(&self, p: &Publish, now: i64) -> Result<(), PublishError> {
+        let msg = (!p.payload.is_empty()).then(|| RetainedMsg {
+            qos: p.qos,
+            payload: p.payload.clone(),
+            props: p.props.clone(),
+            expires_at: p.props.message_expiry.map(|s| now + i64::from(s) * 1000),
+        });
+        crate::blocking(|| self.retained.set(&p.topic, msg))
+            .map_err(|e| PublishError::Storage(e.to_string()))
+    }
+
+    /// Appends records of one target in one batch. Creating a new stream writes the metadata
+    /// store, so only then does this step off the async runtime.
+    pub fn append(
+        &self,
+        stream: &str,
+        key: Option<&[u8]>,
+        records: &[Record],
+        origin: u64,
+    ) -> Result<AppendOutcome, PublishError> {
+        let go = || {
+            self.core
+                .append_records(stream, key, origin as u32, records, origin)
+                .map_err(|e| PublishError::Storage(e.to_string()))
+        };
+        if self.core.stream(stream).is_some() {
+            go()
+        } else {
+            crate::blocking(go)
+        }
+    }
+
+    /// Writes one message to its stream (wills; connections batch their publishes).
     pub fn publish(
         &self,
         p: &Publish,
         key: Option<&str>,
         origin: u64,
     ) -> Result<AppendOutcome, PublishError> {
-        let (topic, payload, qos, retain, props) = (
-            p.topic.as_str(),
-            p.payload.clone(),
-            p.qos,
-            p.retain,
-            &p.props,
-        );
-        let target = self
-            .mapping
-            .target(topic)
-            .map_err(|e| PublishError::Topic(e.to_string()))?;
         let now = now_ms();
-        let key = target.key.as_deref().or(match self.config.key {
-            KeyPolicy::ClientId => key,
-            KeyPolicy::None => None,
-        });
-        if retain {
-            let msg = (!payload.is_empty()).then(|| RetainedMsg {
-                qos,
-                payload: payload.clone(),
-                props: props.clone(),
-                expires_at: props.message_expiry.map(|s| now + i64::from(s) * 1000),
-            });
-            self.retained
-                .set(topic, msg)
-                .map_err(|e| PublishError::Storage(e.to_string()))?;
+        let (target, key) = self.target(&p.topic, key)?;
+        if p.retain {
+            self.retain(p, now)?;
         }
-        let record = Record {
-            timestamp: now,
-            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(payload),
-            headers: props::to_headers(
-                props,
-                qos,
-                retain,
-                target.topic_header.then_some(topic),
-                now,
-            ),
-            ..Default::default()
-        };
-        let key = record.key.clone();
-        self.core
-            .append_records(
-                &target.stream,
-                key.as_deref(),
-                origin as u32,
-                &[record],
-                origin,
-            )
-            .map_err(|e| PublishError::Storage(e.to_string()))
+        let record = self.record(p, &target, key.clone(), now);
+        self.append(&target.stream, key.as_deref(), &[record], origin)
     }
 
     /// Publishes a will now, or after its delay (cancelled if the client comes back first).

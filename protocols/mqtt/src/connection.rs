@@ -211,6 +211,8 @@ pub async fn run<R: Reader, W: Writer>(b: Arc<MqttBroker>, mut rd: R, mut wr: W,
             .filter(|_| persistent)
             .map(QueueConsumer::new),
         held: None,
+        staged: Vec::new(),
+        topics: HashMap::new(),
     };
     // A resumed session first resends PUBREL for QoS 2 messages that got PUBREC.
     let pubrel: Vec<u16> = session.lock().pubrel.iter().copied().collect();
@@ -378,6 +380,18 @@ struct Conn {
     consumer: Option<QueueConsumer>,
     /// A live message taken while no packet id was free.
     held: Option<Outgoing>,
+    /// Publishes read and checked, not yet written (see `flush_publishes`).
+    staged: Vec<Staged>,
+    /// Topics of routing names seen.
+    topics: HashMap<Arc<str>, String>,
+}
+
+/// A checked PUBLISH waiting to be written: its target stream and key, or why it is not
+/// written (`Err(None)`: a resent QoS 2 message already stored).
+struct Staged {
+    p: Publish,
+    target:
+        Result<(crate::topics::Target, Option<bytes::Bytes>), Option<crate::broker::PublishError>>,
 }
 
 impl Conn {
@@ -404,17 +418,30 @@ impl Conn {
                         if let Some(d) = ka {
                             deadline = Some(Instant::now() + d);
                         }
+                        if !matches!(p, Inbound::Publish(_)) {
+                            if let Some(end) = self.flush_publishes().await {
+                                return end;
+                            }
+                        }
                         if let Some(end) = self.handle(p).await {
                             return end;
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) => return self.protocol_error(e).await,
+                    Ok(None) => {
+                        if let Some(end) = self.flush_publishes().await {
+                            return end;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        self.flush_publishes().await;
+                        return self.protocol_error(e).await;
+                    }
                 }
             }
             if let Some(m) = self.held.take() {
                 if self.room() > 0 || m.qos == 0 {
-                    self.deliver_live(m).await;
+                    self.deliver_live(m, &mut live).await;
                 } else {
                     self.held = Some(m);
                 }
@@ -431,7 +458,7 @@ impl Conn {
                     Ok(_) => {}
                 },
                 m = live.recv(), if can_live => match m {
-                    Some(m) => self.deliver_live(m).await,
+                    Some(m) => self.deliver_live(m, &mut live).await,
                     None => return End::TakenOver,
                 },
                 t = next_queued(self.consumer.as_ref(), queue_room), if queue_room > 0 && self.consumer.is_some() => {
@@ -567,20 +594,18 @@ impl Conn {
         }
     }
 
+    /// Checks a PUBLISH and stages it; staged publishes are written together (one batch per
+    /// run of publishes to the same stream and key) when the packets read so far are handled.
     async fn on_publish(&mut self, mut p: Publish) -> Option<End> {
         // Topic alias (5.0): register or resolve.
         if let Some(a) = p.props.topic_alias.take() {
             if a == 0 || a > self.b.config.topic_alias_maximum {
-                self.disconnect(reason::TOPIC_ALIAS_INVALID).await;
-                return Some(End::Abnormal);
+                return self.fatal(reason::TOPIC_ALIAS_INVALID).await;
             }
             if p.topic.is_empty() {
                 match self.aliases_in.get(&a) {
                     Some(t) => p.topic = t.clone(),
-                    None => {
-                        self.disconnect(reason::TOPIC_ALIAS_INVALID).await;
-                        return Some(End::Abnormal);
-                    }
+                    None => return self.fatal(reason::TOPIC_ALIAS_INVALID).await,
                 }
             } else {
                 self.aliases_in.insert(a, p.topic.clone());
@@ -588,72 +613,171 @@ impl Conn {
         }
         if topics::validate_topic(&p.topic).is_err() || p.topic.starts_with("$share/") {
             warn!(client_id = %self.client_id, topic = %p.topic, "invalid topic in PUBLISH; closing");
-            self.disconnect(reason::TOPIC_NAME_INVALID).await;
-            return Some(End::Abnormal);
+            return self.fatal(reason::TOPIC_NAME_INVALID).await;
         }
         if p.qos > 2 {
-            self.disconnect(reason::MALFORMED).await;
-            return Some(End::Abnormal);
+            return self.fatal(reason::MALFORMED).await;
         }
         let pid = p.packet_id.unwrap_or(0);
         if p.qos == 2 && self.session.lock().inbound_qos2.contains(&pid) {
-            // A resent QoS 2 PUBLISH already stored: acknowledge again, store nothing.
-            self.send(ready(Outbound::PubRec(pid, 0))).await;
+            // A resent QoS 2 PUBLISH already stored: acknowledge again (in order), store nothing.
+            self.staged.push(Staged {
+                p,
+                target: Err(None),
+            });
             return None;
         }
         if p.qos > 0 {
             let n = self.acks_in.fetch_add(1, Ordering::AcqRel) + 1;
             if n > i32::from(self.b.config.receive_maximum) {
                 warn!(client_id = %self.client_id, "client exceeded the Receive Maximum; closing");
-                self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
-                return Some(End::Abnormal);
+                return self.fatal(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
             }
         }
         p.props.subscription_ids.clear();
-        let b = self.b.clone();
-        let stored = crate::blocking(|| b.publish(&p, Some(&self.client_id), self.conn_id));
+        let target = self.b.target(&p.topic, Some(&self.client_id)).map_err(Some);
+        self.staged.push(Staged { p, target });
+        None
+    }
+
+    /// Sends a DISCONNECT (5.0) after writing what is staged, and ends the connection.
+    async fn fatal(&mut self, code: u8) -> Option<End> {
+        self.flush_publishes().await;
+        self.disconnect(code).await;
+        Some(End::Abnormal)
+    }
+
+    /// Writes the staged publishes: each run of publishes to the same stream and key is one
+    /// appended batch (one durability wait), acknowledged in the order the publishes came.
+    async fn flush_publishes(&mut self) -> Option<End> {
+        if self.staged.is_empty() {
+            return None;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let now = now_ms();
         let v3 = self.v == Version::V3;
-        match (p.qos, stored) {
-            (0, Err(e)) => debug!(error = %e, "QoS 0 message not stored"),
-            (0, Ok(_)) => {}
-            (q, Ok(out)) => {
-                if out.refused {
-                    debug!("a subscriber's queue was full");
+        let mut i = 0;
+        while i < staged.len() {
+            // The run: consecutive publishes with the same target (duplicates run alone).
+            let mut j = i + 1;
+            if let Ok((t, k)) = &staged[i].target {
+                while j < staged.len()
+                    && matches!(&staged[j].target, Ok((t2, k2)) if t2 == t && k2 == k)
+                {
+                    j += 1;
                 }
-                if q == 2 {
-                    self.session.lock().inbound_qos2.insert(pid);
-                }
-                let ticket = out.durable;
-                self.send(Box::pin(async move {
-                    match (ticket.wait().await, q) {
-                        (Ok(()), 1) => Written::Packets(vec![Outbound::PubAck(pid, 0)]),
-                        (Ok(()), _) => Written::Packets(vec![Outbound::PubRec(pid, 0)]),
-                        (Err(_), _) if v3 => Written::Close,
-                        (Err(_), 1) => {
-                            Written::Packets(vec![Outbound::PubAck(pid, reason::UNSPECIFIED)])
-                        }
-                        (Err(_), _) => {
-                            Written::Packets(vec![Outbound::PubRec(pid, reason::UNSPECIFIED)])
-                        }
-                    }
-                }))
-                .await;
             }
-            (q, Err(e)) => {
-                warn!(client_id = %self.client_id, error = %e, "message not stored");
-                if v3 {
-                    return Some(End::Abnormal);
+            let run = &staged[i..j];
+            i = j;
+            let (target, key) = match &run[0].target {
+                Err(None) => {
+                    let pid = run[0].p.packet_id.unwrap_or(0);
+                    self.send(ready(Outbound::PubRec(pid, 0))).await;
+                    continue;
                 }
-                let code = match e {
-                    crate::broker::PublishError::Topic(_) => reason::TOPIC_NAME_INVALID,
-                    crate::broker::PublishError::Storage(_) => reason::UNSPECIFIED,
-                };
-                if q == 1 {
-                    self.send(ready(Outbound::PubAck(pid, code))).await;
-                } else {
+                Err(Some(e)) => {
+                    let e = e.clone();
+                    if let Some(end) = self.refuse_run(run, e, v3).await {
+                        return Some(end);
+                    }
+                    continue;
+                }
+                Ok(x) => x.clone(),
+            };
+            let mut records = Vec::with_capacity(run.len());
+            let mut failed = None;
+            for s in run {
+                if s.p.retain {
+                    if let Err(e) = self.b.retain(&s.p, now) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                records.push(self.b.record(&s.p, &target, key.clone(), now));
+            }
+            let stored = match failed {
+                Some(e) => Err(e),
+                None => self
+                    .b
+                    .append(&target.stream, key.as_deref(), &records, self.conn_id),
+            };
+            let out = match stored {
+                Ok(out) => out,
+                Err(e) => {
+                    if let Some(end) = self.refuse_run(run, e, v3).await {
+                        return Some(end);
+                    }
+                    continue;
+                }
+            };
+            let acks: Vec<(u8, u16)> = run
+                .iter()
+                .filter(|s| s.p.qos > 0)
+                .map(|s| (s.p.qos, s.p.packet_id.unwrap_or(0)))
+                .collect();
+            if acks.is_empty() {
+                continue;
+            }
+            {
+                let mut st = self.session.lock();
+                for (q, pid) in &acks {
+                    if *q == 2 {
+                        st.inbound_qos2.insert(*pid);
+                    }
+                }
+            }
+            let ticket = out.durable;
+            self.send(Box::pin(async move {
+                let ok = ticket.wait().await.is_ok();
+                if !ok && v3 {
+                    return Written::Close;
+                }
+                let code = if ok { 0 } else { reason::UNSPECIFIED };
+                Written::Packets(
+                    acks.into_iter()
+                        .map(|(q, pid)| {
+                            if q == 1 {
+                                Outbound::PubAck(pid, code)
+                            } else {
+                                Outbound::PubRec(pid, code)
+                            }
+                        })
+                        .collect(),
+                )
+            }))
+            .await;
+        }
+        None
+    }
+
+    /// Answers the publishes of a run that could not be stored: 5.0 gets the reason on each
+    /// acknowledgement; 3.1.1 has no way to say so and is closed.
+    async fn refuse_run(
+        &mut self,
+        run: &[Staged],
+        e: crate::broker::PublishError,
+        v3: bool,
+    ) -> Option<End> {
+        warn!(client_id = %self.client_id, error = %e, "message not stored");
+        if run.iter().all(|s| s.p.qos == 0) {
+            return None;
+        }
+        if v3 {
+            return Some(End::Abnormal);
+        }
+        let code = match e {
+            crate::broker::PublishError::Topic(_) => reason::TOPIC_NAME_INVALID,
+            crate::broker::PublishError::Storage(_) => reason::UNSPECIFIED,
+        };
+        for s in run {
+            let pid = s.p.packet_id.unwrap_or(0);
+            match s.p.qos {
+                1 => self.send(ready(Outbound::PubAck(pid, code))).await,
+                2 => {
                     self.acks_in.fetch_sub(1, Ordering::AcqRel);
-                    self.send(ready(Outbound::PubRec(pid, code))).await;
+                    self.send(ready(Outbound::PubRec(pid, code))).await
                 }
+                _ => {}
             }
         }
         None
@@ -743,15 +867,43 @@ impl Conn {
     }
 
     /// Sends a live message (QoS 0, or any QoS for a session that ends with its connection).
-    async fn deliver_live(&mut self, m: Outgoing) {
-        if m.qos > 0 && self.room() == 0 {
-            self.held = Some(m);
+    async fn deliver_live(&mut self, first: Outgoing, live: &mut mpsc::Receiver<Outgoing>) {
+        // Everything already waiting goes out as one batch: one writer entry, one wait for
+        // the last record's durability, one write.
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if m.qos > 0 && self.room() == 0 {
+                self.held = Some(m);
+                break;
+            }
+            if let Some(p) = self.prepare_live(m) {
+                batch.push(p);
+            }
+            if batch.len() < 512 {
+                next = live.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
             return;
         }
+        self.send(Box::pin(async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for (p, routed) in batch {
+                routed.durable().await;
+                out.push(Outbound::Publish(Box::new(p)));
+            }
+            Written::Packets(out)
+        }))
+        .await;
+    }
+
+    /// The PUBLISH for a live message (packet id taken for QoS 1/2), unless it expired.
+    fn prepare_live(&mut self, m: Outgoing) -> Option<(Publish, Arc<core_stream::router::Routed>)> {
         let now = now_ms();
         let carried = props::from_headers(&m.routed.record.headers, now);
         if carried.expires_at.is_some_and(|at| at <= now) {
-            return;
+            return None;
         }
         let mut props = carried.props;
         props.subscription_ids = m.sub_ids;
@@ -766,21 +918,30 @@ impl Conn {
             );
             pid
         });
+        let topic = self.topic_of(&m.routed.routing_name);
         let p = Publish {
             dup: false,
             qos: m.qos,
             retain: m.retain,
-            topic: topics::routing_topic(&m.routed.routing_name),
+            topic,
             packet_id,
             payload: m.routed.record.value.clone().unwrap_or_default(),
             props,
         };
-        let routed = m.routed;
-        self.send(Box::pin(async move {
-            routed.durable().await;
-            Written::Packets(vec![Outbound::Publish(Box::new(p))])
-        }))
-        .await;
+        Some((p, m.routed))
+    }
+
+    /// The MQTT topic of a routing name (remembered: a subscriber sees few distinct topics).
+    fn topic_of(&mut self, routing: &Arc<str>) -> String {
+        if let Some(t) = self.topics.get(routing) {
+            return t.clone();
+        }
+        if self.topics.len() > 4096 {
+            self.topics.clear();
+        }
+        let t = topics::routing_topic(routing);
+        self.topics.insert(routing.clone(), t.clone());
+        t
     }
 
     /// Sends a message from the session's durable queue.
