@@ -86,11 +86,34 @@ impl Core {
             queues: DashMap::new(),
             order: (0..64).map(|_| Mutex::new(())).collect(),
         });
-        for m in core.meta.streams()? {
-            let s = core.open_stream(&m)?;
-            core.streams.insert(m.name.clone(), s);
+        // Opening a partition reads its directory and checks its last segment: with many
+        // streams that is mostly waiting on the disk, so it is spread over a few threads.
+        let metas = core.meta.streams()?;
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
+        let per = metas.len().div_ceil(threads).max(1);
+        let opened: Vec<Result<Vec<Arc<Stream>>>> = std::thread::scope(|sc| {
+            let core = &core;
+            let handles: Vec<_> = metas
+                .chunks(per)
+                .map(|chunk| sc.spawn(move || chunk.iter().map(|m| core.open_stream(m)).collect()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(StreamError::Metadata("open panicked".into())))
+                })
+                .collect()
+        });
+        for streams in opened {
+            for s in streams? {
+                core.streams.insert(s.name.clone(), s);
+            }
         }
         core.open_queues()?;
+        core.logs.recovered()?;
         info!(streams = core.streams.len(), queues = core.queues.len(),
             dir = %core.config.data_dir.display(), "stream core open");
         core.start_retention()?;

@@ -163,6 +163,10 @@ pub trait LogFactory: Send + Sync + std::fmt::Debug {
     fn queue_log_ids(&self) -> Result<Vec<u64>>;
     /// Deletes a queue's log.
     fn remove_queue_log(&self, id: u64) -> Result<()>;
+    /// Called once every log was opened, before anything is served: makes all the data found
+    /// at open durable (a crashed process may have left written, unacknowledged data in the
+    /// page cache only; it counts toward high watermarks now, so it must be on disk).
+    fn recovered(&self) -> Result<()>;
     /// Stops background work after the last flush.
     fn shutdown(&self);
 }

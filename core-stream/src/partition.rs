@@ -126,7 +126,14 @@ impl Partition {
         syncer: Arc<Syncer>,
         files: Arc<FileCache>,
     ) -> Result<Arc<Self>> {
-        fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            // The new directory's entry must be durable too, or a crash could lose the
+            // partition with everything acknowledged in it.
+            if let Some(parent) = dir.parent() {
+                fs::File::open(parent)?.sync_all()?;
+            }
+        }
         let now = now_ms();
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
@@ -168,7 +175,9 @@ impl Partition {
         let (next, durable_seg, durable_pos) =
             (active.next_offset, active.base_offset, active.size);
         if bases.len() > 1 || next > 0 {
-            info!(
+            // One line per partition is noise with many streams: debug level (the core logs
+            // the totals).
+            tracing::debug!(
                 stream,
                 partition = index,
                 log_start,

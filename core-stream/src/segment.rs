@@ -206,9 +206,8 @@ impl Segment {
             file.sync_all()?;
         }
         // Data may be in the page cache only (written, never acknowledged, then the process
-        // died; closed segments are fsync'd by the syncer, not at roll): the caller counts this
-        // segment toward the high watermark, so make it durable first. A clean file syncs at once.
-        file.sync_data()?;
+        // died): the log factory makes everything it opened durable in one go before the core
+        // serves anything (`LogFactory::recovered`).
         cache.insert(seg.id, file);
         Ok((seg, rec))
     }
