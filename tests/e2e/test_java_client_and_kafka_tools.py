@@ -2,6 +2,10 @@
 
 - The Java client: `tests/jvm/client` (a jar with named scenarios, each with its own asserts:
   admin, idempotent producer, classic consumer groups, headers/seek/timestamps, compression).
+- Eclipse Paho's Java MQTT clients (mqttv3 and mqttv5 1.2.5), in the same jar: scenarios
+  `mqtt-v3` (QoS 0/1/2 order, retained, persistent session, then the same bytes from Kafka)
+  and `mqtt-v5` (properties, request/response, subscription identifiers, session expiry),
+  given the broker's MQTT address as -Dconflux.mqtt=HOST:PORT.
 - The tools: `bin/kafka-*.sh` of the distribution folder that `scripts/kafka-dist.sh` lays out
   from Maven Central jars, run as a user runs them.
 
@@ -39,6 +43,11 @@ SCENARIOS = [
     "admin-groups",
     "headers-seek-timestamps",
     "compression",
+]
+# The jar's MQTT scenarios (Eclipse Paho), run against the broker's MQTT listener.
+MQTT_SCENARIOS = [
+    "mqtt-v3",
+    "mqtt-v5",
 ]
 
 
@@ -132,7 +141,9 @@ def tool(kafka_bin, tmp_path):
 
 def test_scenario_list_is_current(client_jar):
     out = run([java(), "-jar", client_jar, "list"], timeout=60).stdout.split()
-    assert out == SCENARIOS, "update SCENARIOS in this file to match tests/jvm/client"
+    assert out == SCENARIOS + MQTT_SCENARIOS, (
+        "update SCENARIOS / MQTT_SCENARIOS in this file to match tests/jvm/client"
+    )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -145,6 +156,22 @@ def test_java_scenario(broker, client_jar, scenario):
     if proc.returncode != 0 or f"PASS {scenario}" not in proc.stdout:
         pytest.fail(
             f"Java scenario {scenario} failed (exit {proc.returncode})\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize("scenario", MQTT_SCENARIOS)
+def test_java_paho_mqtt_scenario(broker, client_jar, scenario):
+    proc = run(
+        [java(), "-Xmx512m", f"-Dconflux.mqtt=127.0.0.1:{broker.mqtt_port}", "-jar", client_jar,
+         broker.bootstrap, scenario],
+        timeout=240,
+        check=False,
+    )
+    if proc.returncode != 0 or f"PASS {scenario}" not in proc.stdout:
+        pytest.fail(
+            f"Java (Eclipse Paho) scenario {scenario} failed (exit {proc.returncode})\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}",
             pytrace=False,
         )

@@ -58,12 +58,15 @@ import org.apache.kafka.common.serialization.StringSerializer;
 
 /**
  * Named scenarios a Java user of kafka-clients 4.4 runs every day, each with assertions that
- * can fail. Usage:
+ * can fail, and two MQTT scenarios with Eclipse Paho's Java clients ({@link MqttScenarios}:
+ * mqtt-v3, mqtt-v5). Usage:
  *
  * <pre>
- *   java -jar conflux-jvm-client.jar BOOTSTRAP [SCENARIO ...]     (none or "all": every scenario)
+ *   java [-Dconflux.mqtt=HOST:PORT] -jar conflux-jvm-client.jar BOOTSTRAP [SCENARIO ...]   (none or "all": every scenario)
  *   java -jar conflux-jvm-client.jar list
  * </pre>
+ *
+ * The MQTT address: -Dconflux.mqtt=HOST:PORT, else $CONFLUX_MQTT, else BOOTSTRAP's host:1883.
  *
  * Prints one "PASS name (ms)" or "FAIL name (ms): reason" line per scenario, then a summary, and
  * exits 1 if any failed (2 for a usage error). Every wait is bounded. Client logging: WARN to
@@ -71,8 +74,28 @@ import org.apache.kafka.common.serialization.StringSerializer;
  */
 public final class Scenarios {
     private static final Duration WAIT = Duration.ofSeconds(30);
-    private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
+    static final String RUN = UUID.randomUUID().toString().substring(0, 8);
     private static String bootstrap;
+
+    static String bootstrap() {
+        return bootstrap;
+    }
+
+    /**
+     * HOST:PORT of the MQTT listener for the mqtt-* scenarios: -Dconflux.mqtt, else $CONFLUX_MQTT,
+     * else the bootstrap host with MQTT's port 1883 (Conflux's default mqtt_listen).
+     */
+    static String mqttAddress() {
+        String a = System.getProperty("conflux.mqtt");
+        if (a == null || a.isEmpty()) {
+            a = System.getenv("CONFLUX_MQTT");
+        }
+        if (a == null || a.isEmpty()) {
+            int colon = bootstrap.lastIndexOf(':');
+            a = (colon > 0 ? bootstrap.substring(0, colon) : bootstrap) + ":1883";
+        }
+        return a;
+    }
 
     @FunctionalInterface
     interface Scenario {
@@ -91,6 +114,8 @@ public final class Scenarios {
         SCENARIOS.put("admin-groups", Scenarios::adminGroups);
         SCENARIOS.put("headers-seek-timestamps", Scenarios::headersSeekTimestamps);
         SCENARIOS.put("compression", Scenarios::compression);
+        SCENARIOS.put("mqtt-v3", MqttScenarios::v3);
+        SCENARIOS.put("mqtt-v5", MqttScenarios::v5);
     }
 
     public static void main(String[] args) {
@@ -102,7 +127,8 @@ public final class Scenarios {
             return;
         }
         if (args.length < 1) {
-            System.err.println("usage: Scenarios BOOTSTRAP [SCENARIO ...|all] | list; scenarios: " + SCENARIOS.keySet());
+            System.err.println("usage: [-Dconflux.mqtt=HOST:PORT | CONFLUX_MQTT=HOST:PORT] Scenarios BOOTSTRAP [SCENARIO ...|all] | list;"
+                    + " scenarios: " + SCENARIOS.keySet());
             System.exit(2);
         }
         bootstrap = args[0];
