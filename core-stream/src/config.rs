@@ -44,7 +44,8 @@ pub struct CoreConfig {
     pub fsync_interval: Duration,
     /// Defaults for streams that are created without explicit settings.
     pub stream_defaults: StreamConfig,
-    /// Largest batch (bytes) one append may carry.
+    /// Largest batch (bytes) one append may carry (a Kafka produce's record set for one
+    /// partition, an AMQP message, an MQTT publish): room for a 16 MiB AMQP message.
     pub max_batch_bytes: usize,
     /// How often retention is applied.
     pub retention_check_interval: Duration,
@@ -60,7 +61,7 @@ impl CoreConfig {
             fsync: FsyncPolicy::Always,
             fsync_interval: Duration::from_millis(200),
             stream_defaults: StreamConfig::default(),
-            max_batch_bytes: 8 * 1024 * 1024,
+            max_batch_bytes: 17 * 1024 * 1024,
             retention_check_interval: Duration::from_secs(30),
             max_open_files: 4096,
         }

@@ -393,7 +393,7 @@ impl Core {
         let _order = self.order_lock(stream, partition);
         let mut out = log.append(data, &headers)?;
         if !out.duplicate {
-            let (tickets, refused) = self.router.route(Appended {
+            let routed = self.router.route(Appended {
                 stream: &stream.name,
                 partition,
                 log: &log,
@@ -402,10 +402,11 @@ impl Core {
                 base_offset: out.base_offset,
                 origin,
             });
-            for t in tickets {
+            for t in routed.tickets {
                 out.durable.join(t);
             }
-            out.refused = refused;
+            out.refused = routed.refused;
+            out.routed = routed.routed;
         }
         Ok(out)
     }

@@ -32,9 +32,13 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// Wait on this before acknowledging.
     pub durable: DurableTicket,
-    /// True when a subscriber's full queue refused a record (policy `reject-publish`): the
-    /// record is stored in its stream, but the writer should be told.
-    pub refused: bool,
+    /// Indexes (in append order, from 0) of records a subscriber's full queue refused
+    /// (policy `reject-publish`): they are stored in their stream, but the writer should be
+    /// told.
+    pub refused: Vec<u32>,
+    /// Indexes of records some subscriber (queue, connected client) took; the others matched
+    /// nothing (AMQP `mandatory` publishes are returned).
+    pub routed: Vec<u32>,
 }
 
 /// One watched position a [`DurableTicket`] waits for.

@@ -261,7 +261,8 @@ impl Partition {
                     log_start_offset,
                     duplicate: true,
                     durable: self.ticket(dup.last_offset + 1),
-                    refused: false,
+                    refused: Vec::new(),
+                    routed: Vec::new(),
                 });
             }
         } else {
@@ -349,7 +350,8 @@ impl Partition {
             log_start_offset,
             duplicate: false,
             durable: self.ticket(next),
-            refused: false,
+            refused: Vec::new(),
+            routed: Vec::new(),
         })
     }
 

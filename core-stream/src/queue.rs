@@ -412,6 +412,13 @@ impl Queue {
         self.ready.clone()
     }
 
+    /// [`Queue::notifier`], also woken when the queue's backlog on disk becomes durable and
+    /// readable: what a consumer waits on between takes.
+    pub fn listen(&self) -> Arc<Notify> {
+        self.log.register_listener(&self.ready);
+        self.ready.clone()
+    }
+
     /// Appends one record to the queue log. An entry is placed in memory when everything
     /// before it already is (the queue is caught up), else it stays on disk until read ahead.
     fn write(
@@ -884,8 +891,7 @@ impl QueueConsumer {
 
     /// Waits until at least one entry (or a dropped one) can be taken, then takes up to `max`.
     pub async fn next(&self, max: usize) -> Result<Take> {
-        let notify = self.queue.notifier();
-        self.queue.log.register_listener(&notify);
+        let notify = self.queue.listen();
         loop {
             let wake = notify.notified();
             let t = self.take(max)?;

@@ -60,6 +60,9 @@ pub enum Refusal {
     /// The subscriber's queue is full and its policy is to refuse new records (the writer
     /// should be told, e.g. AMQP `x-overflow=reject-publish`).
     Full,
+    /// The sink looked and does not want this record (e.g. an AMQP headers binding whose
+    /// arguments the record's headers do not match): it does not count as routed.
+    NotWanted,
 }
 
 /// Where a subscription's matching records go: a connected subscriber's bounded buffer, or a
@@ -89,6 +92,9 @@ struct Node {
     here: Vec<Entry>,
     /// Subscriptions whose pattern ends with `#` after this node.
     hash: Vec<Entry>,
+    /// Patterns with `#` here followed by more segments (AMQP topic bindings like `a.#.b`):
+    /// the rest of the pattern, matched against every suffix of the rest of the name.
+    hash_then: Option<Box<Node>>,
 }
 
 impl Node {
@@ -97,12 +103,17 @@ impl Node {
             && self.star.is_none()
             && self.here.is_empty()
             && self.hash.is_empty()
+            && self.hash_then.is_none()
     }
 
     fn insert(&mut self, segs: &[&str], e: Entry) {
         match segs.split_first() {
             None => self.here.push(e),
-            Some((&"#", _)) => self.hash.push(e),
+            Some((&"#", [])) => self.hash.push(e),
+            Some((&"#", rest)) => self
+                .hash_then
+                .get_or_insert_with(Default::default)
+                .insert(rest, e),
             Some((&"*", rest)) => self
                 .star
                 .get_or_insert_with(Default::default)
@@ -118,7 +129,17 @@ impl Node {
     fn remove(&mut self, segs: &[&str], id: SubscriptionId) -> bool {
         let found = match segs.split_first() {
             None => remove_id(&mut self.here, id),
-            Some((&"#", _)) => remove_id(&mut self.hash, id),
+            Some((&"#", [])) => remove_id(&mut self.hash, id),
+            Some((&"#", rest)) => match &mut self.hash_then {
+                Some(n) => {
+                    let f = n.remove(rest, id);
+                    if n.is_empty() {
+                        self.hash_then = None;
+                    }
+                    f
+                }
+                None => false,
+            },
             Some((&"*", rest)) => match &mut self.star {
                 Some(n) => {
                     let f = n.remove(rest, id);
@@ -148,6 +169,11 @@ impl Node {
         let wild_ok = !(first && dollar);
         if wild_ok {
             out.extend(self.hash.iter());
+            if let Some(n) = &self.hash_then {
+                for skip in 0..=name.len() {
+                    n.collect(&name[skip..], false, dollar, out);
+                }
+            }
         }
         match name.split_first() {
             None => out.extend(self.here.iter()),
@@ -165,7 +191,7 @@ impl Node {
     /// Whether some pattern may match a name shaped like `template` (where `None` segments
     /// stand for any one segment).
     fn may_match(&self, template: &[Option<&str>]) -> bool {
-        if !self.hash.is_empty() {
+        if !self.hash.is_empty() || self.hash_then.is_some() {
             return true;
         }
         match template.split_first() {
@@ -216,6 +242,17 @@ pub struct Appended<'a> {
     pub base_offset: i64,
     /// The writer's connection id, or 0.
     pub origin: u64,
+}
+
+/// What routing one append did.
+#[derive(Debug, Default)]
+pub struct RouteOutcome {
+    /// Durability tickets of the sinks that wrote something (queue entries).
+    pub tickets: Vec<DurableTicket>,
+    /// Indexes (in append order, from 0) of the records some sink took.
+    pub routed: Vec<u32>,
+    /// Indexes of the records a full sink refused (`reject-publish`).
+    pub refused: Vec<u32>,
 }
 
 /// The index of subscriptions. One per core.
@@ -308,7 +345,7 @@ impl Router {
     /// Routes the records of one append (see [`Appended`]). Returns the durability tickets of
     /// the sinks that wrote something, and whether some sink refused a record because it was
     /// full. Decodes (and copies) the records only when a pattern may match.
-    pub fn route(&self, a: Appended<'_>) -> (Vec<DurableTicket>, bool) {
+    pub fn route(&self, a: Appended<'_>) -> RouteOutcome {
         let Appended {
             stream,
             partition,
@@ -318,17 +355,16 @@ impl Router {
             base_offset,
             origin,
         } = a;
-        let mut tickets = Vec::new();
-        let mut refused = false;
+        let mut out = RouteOutcome::default();
         if self.is_empty() {
-            return (tickets, refused);
+            return out;
         }
         let template = self.template(stream);
         let candidates = match &template {
             None => {
                 let m = self.matches(stream);
                 if m.is_empty() {
-                    return (tickets, refused);
+                    return out;
                 }
                 Some(m)
             }
@@ -336,7 +372,7 @@ impl Router {
                 let shape: Vec<Option<&str>> = t.segments.iter().map(|s| s.as_deref()).collect();
                 let root = self.root.read().unwrap_or_else(|e| e.into_inner());
                 if !root.may_match(&shape) && t.header.is_none() {
-                    return (tickets, refused);
+                    return out;
                 }
                 None
             }
@@ -351,6 +387,7 @@ impl Router {
         }
         let mut rest = buf.freeze();
         let stream_arc: Arc<str> = Arc::from(stream);
+        let mut index = 0u32;
         for h in headers {
             let one = rest.split_to(h.size);
             let crc = u32::from_be_bytes([one[17], one[18], one[19], one[20]]);
@@ -358,10 +395,13 @@ impl Router {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(stream, partition, error = %e, "records not routed: cannot decode their batch");
+                    index += u32::try_from(h.last_offset_delta).map_or(0, |d| d + 1);
                     continue;
                 }
             };
             for record in records {
+                let i = index;
+                index += 1;
                 let (name, matched) = match (&template, &candidates) {
                     (None, Some(m)) => (stream_arc.clone(), m.clone()),
                     (Some(t), _) => {
@@ -385,16 +425,27 @@ impl Router {
                     log: log.clone(),
                     origin,
                 });
+                let mut taken = false;
+                let mut full = false;
                 for (sink, tags) in &matched {
                     match sink.offer(&routed, tags) {
-                        Ok(Some(t)) => tickets.push(t),
-                        Ok(None) => {}
-                        Err(Refusal::Full) => refused = true,
+                        Ok(t) => {
+                            taken = true;
+                            out.tickets.extend(t);
+                        }
+                        Err(Refusal::Full) => full = true,
+                        Err(Refusal::NotWanted) => {}
                     }
+                }
+                if taken {
+                    out.routed.push(i);
+                }
+                if full {
+                    out.refused.push(i);
                 }
             }
         }
-        (tickets, refused)
+        out
     }
 }
 
@@ -421,16 +472,23 @@ fn templated_name(t: &RoutingTemplate, r: &Record) -> Option<String> {
     Some(out)
 }
 
-/// Groups entries by sink (pointer identity), keeping every tag.
-fn group(found: Vec<&Entry>) -> Vec<(Arc<dyn Sink>, Vec<u64>)> {
-    let mut out: Vec<(Arc<dyn Sink>, Vec<u64>)> = Vec::new();
+/// Groups entries by sink (pointer identity), keeping every tag once (a pattern with `#` in
+/// the middle can match one name in several ways). Sorting keeps this O(n log n) for a topic
+/// with many subscribers.
+fn group(mut found: Vec<&Entry>) -> Vec<(Arc<dyn Sink>, Vec<u64>)> {
+    let key = |e: &Entry| Arc::as_ptr(&e.sink) as *const () as usize;
+    found.sort_by_key(|e| (key(e), e.id));
+    found.dedup_by_key(|e| e.id);
+    let mut out: Vec<(Arc<dyn Sink>, Vec<u64>)> = Vec::with_capacity(found.len());
+    let mut last = None;
     for e in found {
-        match out
-            .iter_mut()
-            .find(|(s, _)| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&e.sink)))
-        {
-            Some((_, tags)) => tags.push(e.tag),
-            None => out.push((e.sink.clone(), vec![e.tag])),
+        if last == Some(key(e)) {
+            if let Some((_, tags)) = out.last_mut() {
+                tags.push(e.tag);
+            }
+        } else {
+            last = Some(key(e));
+            out.push((e.sink.clone(), vec![e.tag]));
         }
     }
     out
@@ -484,6 +542,23 @@ mod tests {
         assert!(!r.unsubscribe(id));
         assert!(names(&r, "orders.eu.old").is_empty());
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn hash_in_the_middle_matches_zero_or_more_segments() {
+        let r = Router::default();
+        let a: Arc<dyn Sink> = Arc::new(Collect::default());
+        let id = r.subscribe("x.a.#.b", a.clone(), 1);
+        r.subscribe("x.#.#", a.clone(), 2);
+        r.subscribe("x.*.#.c", a.clone(), 3);
+        assert_eq!(names(&r, "x.a.b"), vec![vec![1, 2]]);
+        assert_eq!(names(&r, "x.a.q.r.b"), vec![vec![1, 2]]);
+        assert_eq!(names(&r, "x.a.q"), vec![vec![2]]);
+        assert_eq!(names(&r, "x.a.c"), vec![vec![2, 3]]);
+        assert_eq!(names(&r, "x.a.b.b"), vec![vec![1, 2]]);
+        assert!(names(&r, "y.a.b").is_empty());
+        assert!(r.unsubscribe(id));
+        assert_eq!(names(&r, "x.a.b"), vec![vec![2]]);
     }
 
     #[test]

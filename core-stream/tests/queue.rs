@@ -154,7 +154,7 @@ async fn length_limits_follow_the_overflow_policy() {
             let out = core
                 .append_records("orders.x", None, 0, &[rec(i)], 0)
                 .unwrap();
-            refused += out.refused as usize;
+            refused += out.refused.len();
             out.durable.wait().await.unwrap();
         }
         assert_eq!(

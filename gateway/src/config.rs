@@ -69,8 +69,16 @@ pub struct Config {
     pub mqtt_mapping: Vec<conflux_mqtt::topics::MappingRule>,
     /// Record key of an MQTT publish no rule keys: `client_id` or `none`.
     pub mqtt_key: conflux_mqtt::KeyPolicy,
-    /// AMQP 0-9-1 listener address (front-end not built yet).
+    /// AMQP 0-9-1 listener address; empty = no AMQP listener.
     pub amqp_listen: String,
+    /// Largest AMQP frame offered to clients (`frame_max`, bytes).
+    pub amqp_frame_max: u32,
+    /// Most channels per AMQP connection offered to clients.
+    pub amqp_channel_max: u16,
+    /// AMQP heartbeat interval offered to clients (s; the client's answer is used).
+    pub amqp_heartbeat: u16,
+    /// Largest AMQP message body accepted (bytes).
+    pub amqp_max_message_bytes: u64,
     /// Admin HTTP listener address (not built yet).
     pub http_listen: String,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
@@ -84,6 +92,7 @@ impl Default for Config {
         let stream = &core.stream_defaults;
         let kafka = conflux_kafka::KafkaConfig::default();
         let mqtt = conflux_mqtt::MqttConfig::default();
+        let amqp = conflux_amqp::AmqpConfig::default();
         Self {
             data_dir: core.data_dir.clone(),
             fsync: core.fsync,
@@ -116,6 +125,10 @@ impl Default for Config {
             mqtt_mapping: mqtt.mapping,
             mqtt_key: mqtt.key,
             amqp_listen: "0.0.0.0:5672".into(),
+            amqp_frame_max: amqp.frame_max,
+            amqp_channel_max: amqp.channel_max,
+            amqp_heartbeat: amqp.heartbeat,
+            amqp_max_message_bytes: amqp.max_message_bytes,
             http_listen: "0.0.0.0:8080".into(),
             log: "info".into(),
         }
@@ -163,9 +176,15 @@ pub struct ServeArgs {
     /// (repeatable; the environment variable takes a comma-separated list).
     #[arg(long, env = "CONFLUX_MQTT_MAPPING", value_delimiter = ',', value_parser = parse_mapping)]
     pub mqtt_mapping: Option<Vec<conflux_mqtt::topics::MappingRule>>,
-    /// AMQP listener address.
+    /// AMQP listener address ("" = none).
     #[arg(long, env = "CONFLUX_AMQP_LISTEN")]
     pub amqp_listen: Option<String>,
+    /// AMQP heartbeat interval offered to clients (s).
+    #[arg(long, env = "CONFLUX_AMQP_HEARTBEAT")]
+    pub amqp_heartbeat: Option<u16>,
+    /// Largest AMQP message body accepted (bytes).
+    #[arg(long, env = "CONFLUX_AMQP_MAX_MESSAGE_BYTES")]
+    pub amqp_max_message_bytes: Option<u64>,
     /// Admin HTTP listener address.
     #[arg(long, env = "CONFLUX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
@@ -270,13 +289,22 @@ impl Config {
             mqtt_deny_subscribe,
             mqtt_mapping
         );
+        over!(amqp_heartbeat, amqp_max_message_bytes);
         over!(
             max_request_bytes,
             max_batch_bytes,
             fetch_max_bytes,
             group_initial_rebalance_delay_ms
         );
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 12] = [
+            (
+                c.amqp_max_message_bytes + 65536 > c.max_batch_bytes as u64,
+                "amqp_max_message_bytes must leave 64 KiB of max_batch_bytes for headers",
+            ),
+            (
+                c.amqp_frame_max < 8192 || c.amqp_channel_max == 0,
+                "amqp_frame_max must be at least 8192 and amqp_channel_max at least 1",
+            ),
             (
                 c.mqtt_receive_maximum == 0,
                 "mqtt_receive_maximum must be at least 1",
@@ -304,8 +332,8 @@ impl Config {
                 "max_request_bytes must be at least 1024",
             ),
             (
-                c.max_batch_bytes == 0 || c.max_batch_bytes > c.max_request_bytes,
-                "max_batch_bytes must be 1..=max_request_bytes",
+                c.max_batch_bytes < 1024,
+                "max_batch_bytes must be at least 1024",
             ),
             (c.fetch_max_bytes == 0, "fetch_max_bytes must be at least 1"),
         ];

@@ -166,9 +166,23 @@ async fn serve(cfg: Config) -> Result<(), String> {
             tasks.push(tokio::spawn(conflux_mqtt::serve_ws(l, mqtt)));
         }
     }
-    for (proto, addr) in [("amqp", &cfg.amqp_listen), ("http", &cfg.http_listen)] {
-        info!(protocol = %proto, addr = %addr, "listener not built yet; not listening");
+    if !cfg.amqp_listen.is_empty() {
+        let amqp_cfg = conflux_amqp::AmqpConfig {
+            frame_max: cfg.amqp_frame_max,
+            channel_max: cfg.amqp_channel_max,
+            heartbeat: cfg.amqp_heartbeat,
+            max_message_bytes: cfg.amqp_max_message_bytes,
+            max_connections: cfg.max_connections,
+        };
+        let amqp = conflux_amqp::AmqpBroker::open(core.clone(), amqp_cfg, shutdown.clone())
+            .map_err(|e| format!("cannot start AMQP: {e}"))?;
+        let l = TcpListener::bind(&cfg.amqp_listen)
+            .await
+            .map_err(|e| format!("cannot bind amqp listener {}: {e}", cfg.amqp_listen))?;
+        info!(protocol = %"amqp", addr = %l.local_addr().map_err(|e| e.to_string())?, "listener bound");
+        tasks.push(tokio::spawn(conflux_amqp::serve(l, amqp)));
     }
+    info!(protocol = %"http", addr = %cfg.http_listen, "listener not built yet; not listening");
     info!(protocol = %"kafka", addr = %bound, advertised = %format!("{host}:{port}"), "listener bound");
     tasks.push(tokio::spawn(conflux_kafka::serve(
         listener,
