@@ -171,7 +171,7 @@ start_broker() {
   : > "$log"
   RUST_LOG=${KP_SUITE_CONFLUX_LOG:-info} NO_COLOR=1 "$CONFLUX_BIN" serve \
     --data-dir "$OUT/data" \
-    --kafka-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 \
+    --kafka-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --mqtt-ws-listen 127.0.0.1:0 \
     --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --default-partitions "$PARTITIONS" \
     > "$log" 2>&1 < /dev/null &

@@ -683,6 +683,28 @@ impl Queue {
         Ok(out)
     }
 
+    /// Drops the entries at the head of the queue whose time to live passed (as RabbitMQ
+    /// does: an expired entry behind one that has not expired waits for it), without a
+    /// consumer taking. Returns them, for dead-lettering.
+    pub fn drop_expired(&self) -> Result<Vec<Dropped>> {
+        let now = now_ms();
+        let ttl = self.meta.settings.message_ttl_ms;
+        let mut st = self.lock();
+        let mut out = std::mem::take(&mut st.dead);
+        while let Some(p) = self.next_pending(&mut st)? {
+            let e = &p.entry;
+            let expired = (e.deadline_ms > 0 && e.deadline_ms <= now)
+                || ttl.is_some_and(|t| e.enqueued_ms + t <= now);
+            if !expired {
+                Self::put_back(&mut st, p);
+                break;
+            }
+            self.finish(&mut st, p, DropReason::Expired, &mut out)?;
+        }
+        self.maybe_cut(&mut st);
+        Ok(out)
+    }
+
     /// Acknowledges handed-out entries: they leave the queue. Unknown ids are ignored; returns
     /// how many were acknowledged.
     pub fn ack(&self, ids: &[i64]) -> Result<usize> {

@@ -252,6 +252,11 @@ class Broker:
         return self.ports["mqtt"]
 
     @property
+    def amqp_port(self) -> int:
+        """Port of the running broker's AMQP 0-9-1 listener."""
+        return self.ports["amqp"]
+
+    @property
     def mqtt_ws_port(self) -> int:
         """Port of the running broker's MQTT-over-WebSocket listener."""
         return self.ports["mqtt-ws"]

@@ -394,15 +394,21 @@ impl AmqpBroker {
         let weak = Arc::downgrade(&b);
         let mut stop = b.shutdown.clone();
         tokio::spawn(async move {
+            let mut ticks = 0u32;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     _ = stop.wait() => return,
                 }
-                match weak.upgrade() {
-                    Some(b) => b.expire_queues(),
-                    None => return,
-                }
+                let Some(b) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.expire_messages();
+                    if ticks.is_multiple_of(10) {
+                        b.expire_queues();
+                    }
+                })
+                .await;
+                ticks = ticks.wrapping_add(1);
             }
         });
         Ok(b)
@@ -812,9 +818,12 @@ impl AmqpBroker {
         source: &ExchangeDef,
         def: BindingDef,
     ) -> Result<(), AmqpError> {
-        let matcher = match source.kind {
-            ExchangeKind::Headers => BindingMatch::Headers(HeaderMatch::parse(&def.arguments)?),
-            _ => BindingMatch::Pattern,
+        let matcher = BindingMatch {
+            headers: match source.kind {
+                ExchangeKind::Headers => Some(HeaderMatch::parse(&def.arguments)?),
+                _ => None,
+            },
+            via: topology::Via::of(&source.name),
         };
         let pattern = topology::binding_pattern(source.kind, &source.name, &def.routing_key);
         let tag = t.next_tag;
@@ -1014,6 +1023,19 @@ impl AmqpBroker {
         for q in mine {
             if let Err(e) = self.remove_queue(&mut t, &q) {
                 warn!(queue = %q.name, error = %e, "could not delete exclusive queue");
+            }
+        }
+    }
+
+    /// Dead-letters (or drops) messages whose time to live passed at the head of every
+    /// queue, consumed or not (the delayed-retry pattern relies on it).
+    fn expire_messages(&self) {
+        let queues: Vec<Arc<AmqpQueue>> = self.lock().queues.values().cloned().collect();
+        for q in queues {
+            match q.queue.drop_expired() {
+                Ok(d) if !d.is_empty() => self.dead_letter(&q, d),
+                Ok(_) => {}
+                Err(e) => warn!(queue = %q.name, error = %e, "could not expire messages"),
             }
         }
     }

@@ -228,6 +228,11 @@ impl Conn {
             )
             .on(cid, mid));
         }
+        // Everything published before this method takes effect before it (a get, a passive
+        // declare or a purge sees those messages), as the client sent them in that order.
+        if !matches!(m, AMQPClass::Basic(basic::AMQPMethod::Publish(_))) {
+            self.flush_all().await?;
+        }
         match self.method(ch, m, frame).await {
             Ok(()) => Ok(()),
             Err(e) => {

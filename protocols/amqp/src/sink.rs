@@ -14,7 +14,7 @@ use core_stream::Core;
 
 use crate::error::AmqpError;
 use crate::props;
-use crate::topology::exchange_level;
+use crate::topology::{exchange_level, Via};
 
 /// Router tag of a queue's binding to the default exchange.
 pub const DEFAULT_TAG: u64 = 0;
@@ -82,21 +82,20 @@ impl HeaderMatch {
     }
 }
 
-/// How one binding decides.
+/// How one binding decides, and how records it matches arrived.
 #[derive(Debug, Clone)]
-pub enum BindingMatch {
-    /// The router pattern decides alone.
-    Pattern,
-    /// A headers binding.
-    Headers(HeaderMatch),
+pub struct BindingMatch {
+    /// A headers binding's test (none: the router pattern decides alone).
+    pub headers: Option<HeaderMatch>,
+    /// Its source exchange's kind of stream names.
+    pub via: Via,
 }
 
 impl BindingMatch {
     fn wants(&self, r: &Routed) -> bool {
-        match self {
-            Self::Pattern => true,
-            Self::Headers(m) => m.matches(&r.record.headers),
-        }
+        self.headers
+            .as_ref()
+            .is_none_or(|m| m.matches(&r.record.headers))
     }
 }
 
@@ -110,20 +109,20 @@ pub fn expires_at(r: &Routed) -> Option<i64> {
         .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok()?.parse().ok())
 }
 
-/// How a queue entry was routed, kept with it: through an exchange's binding (else the
-/// default exchange), and the routing name when it is not the stream's.
-pub fn entry_attachment(via_exchange: bool, r: &Routed) -> Bytes {
+/// How a queue entry was routed, kept with it: how it arrived (see [`Via`]), and the
+/// routing name when it is not the stream's.
+pub fn entry_attachment(via: Via, r: &Routed) -> Bytes {
     let mut b = BytesMut::with_capacity(1 + r.routing_name.len());
-    b.put_u8(via_exchange as u8);
+    b.put_u8(via as u8);
     if *r.routing_name != *r.stream {
         b.put_slice(r.routing_name.as_bytes());
     }
     b.freeze()
 }
 
-/// Reads [`entry_attachment`]: `(via_exchange, routing name if not the stream's)`.
-pub fn read_attachment(a: &Bytes) -> (bool, Option<&str>) {
-    let via = a.first().is_some_and(|b| *b == 1);
+/// Reads [`entry_attachment`]: `(via, routing name if not the stream's)`.
+pub fn read_attachment(a: &Bytes) -> (Via, Option<&str>) {
+    let via = Via::from_u8(a.first().copied().unwrap_or(0));
     let name = a.get(1..).filter(|n| !n.is_empty());
     (via, name.and_then(|n| std::str::from_utf8(n).ok()))
 }
@@ -150,15 +149,17 @@ impl QueueSink {
 impl Sink for QueueSink {
     fn offer(&self, r: &Arc<Routed>, tags: &[u64]) -> Result<Option<DurableTicket>, Refusal> {
         let mut wanted = false;
-        let mut via_exchange = false;
+        let mut via = Via::Default;
         {
             let b = self.bindings.read().unwrap_or_else(|e| e.into_inner());
             for t in tags {
                 if *t == DEFAULT_TAG {
                     wanted = true;
-                } else if b.get(t).is_some_and(|m| m.wants(r)) {
+                } else if let Some(m) = b.get(t).filter(|m| m.wants(r)) {
                     wanted = true;
-                    via_exchange = true;
+                    if via != Via::Exchange {
+                        via = m.via;
+                    }
                 }
             }
         }
@@ -166,8 +167,7 @@ impl Sink for QueueSink {
             return Err(Refusal::NotWanted);
         }
         let deadline = expires_at(r).unwrap_or(0);
-        self.queue
-            .enqueue(r, entry_attachment(via_exchange, r), deadline)
+        self.queue.enqueue(r, entry_attachment(via, r), deadline)
     }
 }
 
@@ -194,20 +194,31 @@ impl Sink for ExchangeSink {
     fn offer(&self, r: &Arc<Routed>, tags: &[u64]) -> Result<Option<DurableTicket>, Refusal> {
         let wanted = {
             let b = self.bindings.read().unwrap_or_else(|e| e.into_inner());
-            tags.iter().any(|t| b.get(t).is_some_and(|m| m.wants(r)))
+            tags.iter()
+                .filter_map(|t| b.get(t).filter(|m| m.wants(r)))
+                .map(|m| m.via)
+                .next()
         };
         let Some(core) = self.core.upgrade() else {
             return Err(Refusal::NotWanted);
         };
         let depth = DEPTH.with(|d| d.get());
-        if !wanted || depth >= MAX_HOPS {
+        let Some(via) = wanted.filter(|_| depth < MAX_HOPS) else {
             return Err(Refusal::NotWanted);
-        }
+        };
         // The same key, under this exchange's name.
-        let rest = r.routing_name.split_once('.').map(|(_, k)| k);
-        let mut name = exchange_level(&self.name);
+        let rest = match via {
+            Via::Exchange => r.routing_name.split_once('.').map(|(_, k)| k),
+            _ => Some(&*r.routing_name),
+        };
+        let mut name = match Via::of(&self.name) {
+            Via::Exchange => exchange_level(&self.name),
+            _ => String::new(),
+        };
         if let Some(k) = rest {
-            name.push('.');
+            if !name.is_empty() {
+                name.push('.');
+            }
             name.push_str(k);
         }
         DEPTH.with(|d| d.set(depth + 1));

@@ -117,6 +117,45 @@ pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ("amq.match", ExchangeKind::Headers),
 ];
 
+/// The exchange whose streams are the whole stream namespace, with no exchange level: a
+/// publish to `amq.topic` with key `a.b` is stream `a.b`, and its bindings match every
+/// stream, so it carries MQTT topics (`a/b` ↔ key `a.b`) and Kafka topics as RabbitMQ's MQTT
+/// plugin does.
+pub const GLOBAL_TOPIC: &str = "amq.topic";
+
+/// How a queue got a record: by the default exchange (the whole name is the key), by an
+/// exchange's binding (the first level is the exchange), or through `amq.topic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Via {
+    /// The default exchange.
+    Default = 0,
+    /// An exchange with its own level.
+    Exchange = 1,
+    /// `amq.topic`.
+    Global = 2,
+}
+
+impl Via {
+    /// The way records of exchange `name` arrive.
+    pub fn of(exchange: &str) -> Via {
+        match exchange {
+            "" => Via::Default,
+            GLOBAL_TOPIC => Via::Global,
+            _ => Via::Exchange,
+        }
+    }
+
+    /// From its stored byte.
+    pub fn from_u8(b: u8) -> Via {
+        match b {
+            1 => Via::Exchange,
+            2 => Via::Global,
+            _ => Via::Default,
+        }
+    }
+}
+
 /// The stream level of an exchange name (the whole name is one level).
 pub fn exchange_level(name: &str) -> String {
     let mut s = String::new();
@@ -150,10 +189,9 @@ fn checked(name: String) -> Result<String, AmqpError> {
 
 /// The stream a publish to `exchange` with `key` is stored in.
 pub fn stream_for(exchange: &str, key: &str) -> Result<String, AmqpError> {
-    let mut s = if exchange.is_empty() {
-        String::new()
-    } else {
-        exchange_level(exchange)
+    let mut s = match Via::of(exchange) {
+        Via::Exchange => exchange_level(exchange),
+        _ => String::new(),
     };
     key_levels(key, &mut s);
     checked(s)
@@ -161,14 +199,20 @@ pub fn stream_for(exchange: &str, key: &str) -> Result<String, AmqpError> {
 
 /// The router pattern of a binding of `kind` on `exchange` with `key`.
 pub fn binding_pattern(kind: ExchangeKind, exchange: &str, key: &str) -> String {
-    let mut s = exchange_level(exchange);
+    let mut s = match Via::of(exchange) {
+        Via::Exchange => exchange_level(exchange),
+        _ => String::new(),
+    };
     match kind {
+        ExchangeKind::Fanout | ExchangeKind::Headers if s.is_empty() => s.push('#'),
         ExchangeKind::Fanout | ExchangeKind::Headers => s.push_str(".#"),
         ExchangeKind::Direct => key_levels(key, &mut s),
         ExchangeKind::Topic => {
             if !key.is_empty() {
                 for w in key.split('.') {
-                    s.push('.');
+                    if !s.is_empty() {
+                        s.push('.');
+                    }
                     match w {
                         "*" | "#" => s.push_str(w),
                         _ => naming::encode_segment(w, &mut s),
@@ -187,17 +231,21 @@ pub fn default_pattern(queue: &str) -> String {
     s
 }
 
-/// Exchange and routing key a record is delivered with: by the exchange's binding, the first
-/// level of its routing name is the exchange and the rest the key; by the default exchange,
-/// the whole name is the key.
-pub fn exchange_and_key(routing_name: &str, via_exchange: bool) -> (String, String) {
+/// Exchange and routing key a record is delivered with: by an exchange's binding, the first
+/// level of its routing name is the exchange and the rest the key; by the default exchange
+/// or `amq.topic`, the whole name is the key.
+pub fn exchange_and_key(routing_name: &str, via: Via) -> (String, String) {
     let levels = naming::levels(routing_name);
-    if via_exchange && !levels.is_empty() {
-        let key: Vec<&str> = levels[1..].iter().map(|l| l.as_ref()).collect();
-        (levels[0].to_string(), key.join("."))
-    } else {
-        let key: Vec<&str> = levels.iter().map(|l| l.as_ref()).collect();
-        (String::new(), key.join("."))
+    let join = |ls: &[std::borrow::Cow<'_, str>]| {
+        ls.iter()
+            .map(|l| l.as_ref())
+            .collect::<Vec<&str>>()
+            .join(".")
+    };
+    match via {
+        Via::Exchange if !levels.is_empty() => (levels[0].to_string(), join(&levels[1..])),
+        Via::Global => (GLOBAL_TOPIC.to_string(), join(&levels)),
+        _ => (String::new(), join(&levels)),
     }
 }
 
@@ -274,11 +322,11 @@ mod tests {
         assert_eq!(binding_pattern(ExchangeKind::Topic, "t", ""), "t");
         assert_eq!(default_pattern("q:1"), "__713a31");
         assert_eq!(
-            exchange_and_key("orders.eu.new", true),
+            exchange_and_key("orders.eu.new", Via::Exchange),
             ("orders".to_string(), "eu.new".to_string())
         );
         assert_eq!(
-            exchange_and_key("orders.eu.new", false),
+            exchange_and_key("orders.eu.new", Via::Default),
             (String::new(), "orders.eu.new".to_string())
         );
     }

@@ -274,6 +274,7 @@ impl MqttBroker {
                 return; // already taken over
             }
             st.link = None;
+            st.detaches += 1;
             (st.persistent && st.expiry > 0, st.expiry)
         };
         s.detached.notify_waiters();
@@ -289,14 +290,20 @@ impl MqttBroker {
 
     fn schedule_expiry(self: &Arc<Self>, s: &Arc<Session>, after: Duration) {
         let b = Arc::downgrade(self);
+        let detaches = s.lock().detaches;
         let s = Arc::downgrade(s);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let (Some(b), Some(s)) = (b.upgrade(), s.upgrade()) else {
                 return;
             };
-            // Only if it stayed away: a returning client attached (and will schedule anew).
-            if s.lock().link.is_none() {
+            // Only if it stayed away since: a client that came back (and maybe left again,
+            // which set a timer of its own) keeps the session.
+            let stayed = {
+                let st = s.lock();
+                st.link.is_none() && st.detaches == detaches
+            };
+            if stayed {
                 b.end_session(&s);
             }
         });

@@ -204,11 +204,14 @@ pub async fn run<R: Reader, W: Writer>(b: Arc<MqttBroker>, mut rd: R, mut wr: W,
         credit: connect.receive_max.min(b.config.max_inflight).max(1),
         aliases_in: HashMap::new(),
         acks_in,
+        // A resumed session's queued messages are sent even when this connection will not
+        // keep the session (MQTT 5 Clean Start 0 with Session Expiry 0: resumed, then ended
+        // at disconnect) [MQTT-3.1.2-5].
         consumer: session
             .lock()
             .queue
             .clone()
-            .filter(|_| persistent)
+            .filter(|_| persistent || present)
             .map(QueueConsumer::new),
         held: None,
         staged: Vec::new(),
@@ -252,6 +255,22 @@ pub async fn run<R: Reader, W: Writer>(b: Arc<MqttBroker>, mut rd: R, mut wr: W,
     if let (Some(w), true) = (will, publish_will) {
         let left = if persistent { expiry } else { 0 };
         b.schedule_will(&client_id, w, left);
+    }
+    // Close gracefully: the writer sent FIN; read and discard what the client still sends
+    // (briefly), so it reads our last packets (a DISCONNECT with its reason) instead of a
+    // reset.
+    if end != End::Disconnect(0) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut total = 0usize;
+            while total < 1 << 20 {
+                buf.clear();
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
     }
     debug!(%peer, ?end, "disconnected");
 }

@@ -152,6 +152,9 @@ pub struct State {
     pub pubrel: BTreeSet<u16>,
     /// Messages dropped because a buffer or queue was full (logged when it first happens).
     pub dropped: u64,
+    /// Times a connection detached: an expiry timer counts only for the detach that set it
+    /// (the session expires its interval after the *last* disconnect).
+    pub detaches: u64,
 }
 
 /// One client id's session.
