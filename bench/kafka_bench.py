@@ -52,7 +52,7 @@ def start_broker(binary, extra, parent=None):
     data = tempfile.mkdtemp(prefix="conflux-bench-", dir=parent)
     log = open(os.path.join(data, "broker.log"), "w+")
     args = [binary, "serve", "--data-dir", os.path.join(data, "d"), "--kafka-listen", "127.0.0.1:0",
-            "--mqtt-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", *extra]
+            "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", *extra]
     proc = subprocess.Popen(args, stderr=log, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

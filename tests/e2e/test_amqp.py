@@ -511,3 +511,31 @@ def test_aio_pika_robust_connection_confirms_and_iterator(broker):
             return got
 
     assert asyncio.run(asyncio.wait_for(main(), 60)) == [b"job 0", b"job 1", b"job 2"]
+
+
+def test_direct_reply_to(broker):
+    """RabbitMQ's direct reply-to (the Java RpcClient's and Spring's default): replies go
+    straight to the requesting channel, no queue declared."""
+    server = connect(broker)
+    sch = server.channel()
+    sch.queue_declare(queue="rpc_direct", exclusive=True)
+    client = connect(broker)
+    cch = client.channel()
+    replies = []
+    cch.basic_consume(queue="amq.rabbitmq.reply-to", on_message_callback=lambda c, m, p, b: replies.append((m, p, b)),
+                      auto_ack=True)
+    cch.basic_publish(exchange="", routing_key="rpc_direct", body=b"ping",
+                      properties=pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="r1"))
+    m, p, b = wait_until(lambda: (lambda r: r if r[0] else None)(sch.basic_get("rpc_direct", auto_ack=True)), 10, "request")
+    assert p.reply_to.startswith("amq.rabbitmq.reply-to.") and p.correlation_id == "r1"
+    assert sch.queue_declare(queue=p.reply_to, passive=True).method.consumer_count == 1
+    sch.basic_publish(exchange="", routing_key=p.reply_to, body=b"pong",
+                      properties=pika.BasicProperties(correlation_id=p.correlation_id))
+    wait_until(lambda: client.process_data_events(time_limit=0.1) or replies, 10, "reply")
+    m, rp, body = replies[0]
+    assert (body, rp.correlation_id, m.routing_key) == (b"pong", "r1", p.reply_to)
+    client.close()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        sch.queue_declare(queue=p.reply_to, passive=True)
+    assert e.value.reply_code == 404
+    server.close()

@@ -6,6 +6,10 @@
   `mqtt-v3` (QoS 0/1/2 order, retained, persistent session, then the same bytes from Kafka)
   and `mqtt-v5` (properties, request/response, subscription identifiers, session expiry),
   given the broker's MQTT address as -Dconflux.mqtt=HOST:PORT.
+- RabbitMQ's Java client (amqp-client 5.37), in the same jar: scenarios `amqp-basics` (typed
+  headers and properties round trip, confirms, returns, prefetch, cancel notification, the
+  records read back by the Kafka consumer) and `amqp-rpc` (RpcClient over direct reply-to,
+  RpcServer, get/reject/redelivered), given -Dconflux.amqp=HOST:PORT.
 - The tools: `bin/kafka-*.sh` of the distribution folder that `scripts/kafka-dist.sh` lays out
   from Maven Central jars, run as a user runs them.
 
@@ -48,6 +52,11 @@ SCENARIOS = [
 MQTT_SCENARIOS = [
     "mqtt-v3",
     "mqtt-v5",
+]
+# The jar's AMQP scenarios (RabbitMQ's Java client amqp-client 5.37), against its AMQP listener.
+AMQP_SCENARIOS = [
+    "amqp-basics",
+    "amqp-rpc",
 ]
 
 
@@ -141,8 +150,8 @@ def tool(kafka_bin, tmp_path):
 
 def test_scenario_list_is_current(client_jar):
     out = run([java(), "-jar", client_jar, "list"], timeout=60).stdout.split()
-    assert out == SCENARIOS + MQTT_SCENARIOS, (
-        "update SCENARIOS / MQTT_SCENARIOS in this file to match tests/jvm/client"
+    assert out == SCENARIOS + MQTT_SCENARIOS + AMQP_SCENARIOS, (
+        "update SCENARIOS / MQTT_SCENARIOS / AMQP_SCENARIOS in this file to match tests/jvm/client"
     )
 
 
@@ -172,6 +181,22 @@ def test_java_paho_mqtt_scenario(broker, client_jar, scenario):
     if proc.returncode != 0 or f"PASS {scenario}" not in proc.stdout:
         pytest.fail(
             f"Java (Eclipse Paho) scenario {scenario} failed (exit {proc.returncode})\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize("scenario", AMQP_SCENARIOS)
+def test_java_rabbitmq_client_scenario(broker, client_jar, scenario):
+    proc = run(
+        [java(), "-Xmx512m", f"-Dconflux.amqp=127.0.0.1:{broker.amqp_port}", "-jar", client_jar,
+         broker.bootstrap, scenario],
+        timeout=240,
+        check=False,
+    )
+    if proc.returncode != 0 or f"PASS {scenario}" not in proc.stdout:
+        pytest.fail(
+            f"Java (RabbitMQ amqp-client) scenario {scenario} failed (exit {proc.returncode})\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}",
             pytrace=False,
         )

@@ -357,6 +357,8 @@ pub struct AmqpBroker {
     /// topics), cached.
     implicit: RwLock<HashSet<String>>,
     next_id: AtomicU64,
+    /// Direct reply-to: channels with an `amq.rabbitmq.reply-to` consumer, by token.
+    pub replies: dashmap::DashMap<String, std::sync::Weak<crate::consumer::ChanShared>>,
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -389,6 +391,7 @@ impl AmqpBroker {
             }),
             implicit: RwLock::new(HashSet::new()),
             next_id: AtomicU64::new(1),
+            replies: dashmap::DashMap::new(),
         });
         b.restore().map_err(|e| e.to_string())?;
         let weak = Arc::downgrade(&b);

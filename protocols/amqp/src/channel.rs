@@ -28,6 +28,9 @@ use crate::props::{self, Props};
 use crate::topology::{self, BindingDef, ExchangeDef, ExchangeKind, QueueDef};
 use crate::wire::{self, frame_type};
 
+/// The pseudo-queue of direct reply-to (RabbitMQ's RPC replies without a queue).
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// Staged publish bytes of one channel that trigger an append before the read ends.
 const STAGE_LIMIT: usize = 1024 * 1024;
 /// Confirm batches in flight per channel before the publisher is slowed.
@@ -419,7 +422,22 @@ impl Conn {
                     auto_delete: d.auto_delete,
                     arguments: table_bytes(&d.arguments),
                 };
-                let (messages, consumers) = b.declare_queue(conn, &name, d.passive, def)?;
+                let (messages, consumers) = if name == REPLY_TO {
+                    (0, 1)
+                } else if let Some(token) = name
+                    .strip_prefix(REPLY_TO)
+                    .and_then(|t| t.strip_prefix('.'))
+                {
+                    if b.replies.get(token).and_then(|w| w.upgrade()).is_none() {
+                        return Err(AmqpError::not_found(format!(
+                            "no {}",
+                            crate::error::queue_ref(&name)
+                        )));
+                    }
+                    (0, 1)
+                } else {
+                    b.declare_queue(conn, &name, d.passive, def)?
+                };
                 self.chan(ch).last_queue = Some(name.clone());
                 self.reply(
                     ch,
@@ -548,6 +566,14 @@ impl Conn {
                 if let Some(cs) = found {
                     consumer::stop(&cs).await;
                     b.remove_consumer(&cs.queue, cs.id);
+                }
+                {
+                    let mut r = shared.reply.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.as_ref().is_some_and(|(t, _)| *t == tag) {
+                        if let Some((_, token)) = r.take() {
+                            b.replies.remove(&token);
+                        }
+                    }
                 }
                 self.reply(
                     ch,
@@ -724,6 +750,9 @@ impl Conn {
 
     async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
         let b = self.b.clone();
+        if c.queue.as_str() == REPLY_TO {
+            return self.consume_replies(ch, c).await;
+        }
         let name = self.chan(ch).queue_name(c.queue.as_str())?;
         let q = b.queue(self.info.id, &name)?;
         let shared = self.chan(ch).shared.clone();
@@ -775,6 +804,39 @@ impl Conn {
         .await;
         let task = tokio::spawn(consumer::run(b, shared, state.clone()));
         *state.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// `basic.consume` of `amq.rabbitmq.reply-to`: this channel's requests may ask for
+    /// replies straight to it.
+    async fn consume_replies(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if !c.no_ack {
+            return Err(AmqpError::precondition("reply consumer cannot acknowledge"));
+        }
+        let shared = self.chan(ch).shared.clone();
+        let mut tag = c.consumer_tag.as_str().to_string();
+        if tag.is_empty() {
+            tag = random_name("amq.ctag-");
+        }
+        {
+            let mut r = shared.reply.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_some() {
+                return Err(AmqpError::precondition("reply consumer already set"));
+            }
+            let token = format!("{:x}.{}", shared.uid, random_name(""));
+            self.b
+                .replies
+                .insert(token.clone(), Arc::downgrade(&shared));
+            *r = Some((tag.clone(), token));
+        }
+        self.reply(
+            ch,
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: sstr(&tag),
+            })),
+        )
+        .await;
         Ok(())
     }
 
@@ -863,6 +925,24 @@ impl Conn {
                 return Ok(());
             };
             let body = inc.single.unwrap_or_else(|| inc.body.freeze());
+            let (mut raw_props, mut props) = (raw_props, props);
+            if props.reply_to.as_deref() == Some(REPLY_TO.as_bytes()) {
+                let token = chan
+                    .shared
+                    .reply
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|(_, t)| t.clone());
+                let Some(token) = token else {
+                    let e =
+                        AmqpError::precondition("fast reply consumer does not exist").on(60, 40);
+                    self.soft_close(ch, e).await;
+                    return Ok(());
+                };
+                props.reply_to = Some(Bytes::from(format!("{REPLY_TO}.{token}")));
+                raw_props = props.encode();
+            }
             let seq = match &mut chan.confirm {
                 Some((next, _)) => {
                     let s = *next;
@@ -928,7 +1008,9 @@ impl Conn {
         // Resolve each message's stream and partition.
         let mut planned: Vec<(Target, Staged)> = Vec::with_capacity(staged.len());
         for s in staged {
-            let target = if s.exchange.is_empty() && s.key.is_empty() {
+            let target = if s.exchange.is_empty()
+                && (s.key.is_empty() || s.key.starts_with(REPLY_TO))
+            {
                 None
             } else {
                 match topology::stream_for(&s.exchange, &s.key) {
@@ -974,7 +1056,17 @@ impl Conn {
         while i < planned.len() {
             let Some((st, p)) = planned[i].0.clone() else {
                 let s = &planned[i].1;
-                if s.mandatory {
+                let reply = s
+                    .key
+                    .strip_prefix(REPLY_TO)
+                    .and_then(|t| t.strip_prefix('.'))
+                    .filter(|_| s.exchange.is_empty())
+                    .and_then(|token| self.b.replies.get(token).and_then(|w| w.upgrade()));
+                let delivered = match reply {
+                    Some(target) => target.deliver_reply(&s.key, &s.raw_props, &s.body).await,
+                    None => false,
+                };
+                if s.mandatory && !delivered {
                     returns.push(return_frames(ch, s, shared.info.frame_max));
                 }
                 if s.seq > 0 {

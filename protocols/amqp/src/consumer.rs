@@ -65,6 +65,9 @@ pub struct ChanShared {
     pub consumers: Mutex<HashMap<String, Arc<ConsumerState>>>,
     /// Set when the channel closes.
     pub closed: AtomicBool,
+    /// Direct reply-to: the consumer tag of this channel's `amq.rabbitmq.reply-to` consumer
+    /// and the token its requests' `reply-to` carries.
+    pub reply: Mutex<Option<(String, String)>>,
 }
 
 /// One consumer.
@@ -100,6 +103,7 @@ impl ChanShared {
             prefetch_global: AtomicU32::new(0),
             consumers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            reply: Mutex::new(None),
         })
     }
 
@@ -245,9 +249,42 @@ impl ChanShared {
         self.credit_back(&taken);
     }
 
+    /// Direct reply-to: delivers a reply straight to this channel's reply consumer (no
+    /// queue, no acknowledgement, as RabbitMQ does). False when it has none.
+    pub async fn deliver_reply(&self, routing_key: &str, raw_props: &[u8], body: &[u8]) -> bool {
+        let Some((ctag, _)) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return false;
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut tag = self.deliver.lock().await;
+        let t = *tag;
+        *tag += 1;
+        let mut out = Vec::with_capacity(96 + raw_props.len() + body.len());
+        wire::put_method(
+            &mut out,
+            self.id,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: sstr(&ctag),
+                delivery_tag: t,
+                redelivered: false,
+                exchange: "".into(),
+                routing_key: sstr(routing_key),
+            })),
+        );
+        wire::put_content(&mut out, self.id, raw_props, body, self.info.frame_max);
+        let ok = self.info.out.send(Bytes::from(out)).await.is_ok();
+        drop(tag);
+        ok
+    }
+
     /// The channel closes: consumers stop, and everything it holds goes back to the queues.
     pub async fn close(&self, b: &AmqpBroker) {
         self.closed.store(true, Ordering::Release);
+        if let Some((_, token)) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.replies.remove(&token);
+        }
         let consumers: Vec<Arc<ConsumerState>> = self
             .consumers
             .lock()

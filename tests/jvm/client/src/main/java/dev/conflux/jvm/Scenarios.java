@@ -58,8 +58,9 @@ import org.apache.kafka.common.serialization.StringSerializer;
 
 /**
  * Named scenarios a Java user of kafka-clients 4.4 runs every day, each with assertions that
- * can fail, and two MQTT scenarios with Eclipse Paho's Java clients ({@link MqttScenarios}:
- * mqtt-v3, mqtt-v5). Usage:
+ * can fail, two MQTT scenarios with Eclipse Paho's Java clients ({@link MqttScenarios}:
+ * mqtt-v3, mqtt-v5) and two AMQP scenarios with RabbitMQ's Java client ({@link AmqpScenarios}:
+ * amqp-basics, amqp-rpc; address -Dconflux.amqp=HOST:PORT). Usage:
  *
  * <pre>
  *   java [-Dconflux.mqtt=HOST:PORT] -jar conflux-jvm-client.jar BOOTSTRAP [SCENARIO ...]   (none or "all": every scenario)
@@ -116,6 +117,8 @@ public final class Scenarios {
         SCENARIOS.put("compression", Scenarios::compression);
         SCENARIOS.put("mqtt-v3", MqttScenarios::v3);
         SCENARIOS.put("mqtt-v5", MqttScenarios::v5);
+        SCENARIOS.put("amqp-basics", AmqpScenarios::basics);
+        SCENARIOS.put("amqp-rpc", AmqpScenarios::rpc);
     }
 
     public static void main(String[] args) {
