@@ -53,8 +53,9 @@
 #      error, else 0. Listed tests that pass are printed as "now passing, remove from the
 #      list" (exit code unchanged).
 #
-# Measured 2026-11-30 (2 cores, Python 3.11.7): the 601 tests take about 40 s against
-# Conflux (RabbitMQ 3.10.8: 16 s); a first run adds about 1 min for the venv.
+# Measured 2026-11-30 (2 cores shared with other jobs, Python 3.11.7): the 601 tests take
+# 18-32 s against Conflux when all pass (RabbitMQ 3.10.8: 16 s); every async test that
+# times out adds 15 s. Creating the venv adds about 12 s (wheels cached by pip).
 #
 # Environment:
 #   CONFLUX_BIN              broker binary (default target/release/conflux; not built here)

@@ -297,6 +297,9 @@ pub struct Queue {
     state: Mutex<State>,
     /// Woken when entries become ready.
     ready: Arc<Notify>,
+    /// Set when the queue was deleted: acknowledgements and requeues of entries handed out
+    /// before are ignored (its log is gone).
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 impl Queue {
@@ -369,11 +372,16 @@ impl Queue {
             core,
             state: Mutex::new(st),
             ready: Arc::new(Notify::new()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The queue's name.
@@ -462,6 +470,9 @@ impl Queue {
     ) -> std::result::Result<Option<DurableTicket>, Refusal> {
         let size = routed.record.value.as_ref().map_or(0, |v| v.len()) as u32;
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Err(Refusal::NotWanted);
+        }
         let s = &self.meta.settings;
         let full = |st: &State| {
             s.max_length.is_some_and(|m| st.count >= m)
@@ -626,6 +637,9 @@ impl Queue {
         let now = now_ms();
         let ttl = self.meta.settings.message_ttl_ms;
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(out);
+        }
         out.dropped = std::mem::take(&mut st.dead);
         let mut max_id = st.delivered;
         while out.deliveries.len() < max {
@@ -690,6 +704,9 @@ impl Queue {
         let now = now_ms();
         let ttl = self.meta.settings.message_ttl_ms;
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(Vec::new());
+        }
         let mut out = std::mem::take(&mut st.dead);
         while let Some(p) = self.next_pending(&mut st)? {
             let e = &p.entry;
@@ -709,6 +726,9 @@ impl Queue {
     /// how many were acknowledged.
     pub fn ack(&self, ids: &[i64]) -> Result<usize> {
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(0);
+        }
         let mut done = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(u) = st.unacked.remove(id) {
@@ -727,6 +747,9 @@ impl Queue {
     /// Puts handed-out entries back, to be handed out again (first) marked redelivered.
     pub fn requeue(&self, ids: &[i64]) -> Result<usize> {
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(0);
+        }
         let mut n = 0;
         for id in ids {
             if let Some(u) = st.unacked.remove(id) {
@@ -750,6 +773,9 @@ impl Queue {
     /// with their records, for dead-lettering.
     pub fn reject(&self, ids: &[i64]) -> Result<Vec<Dropped>> {
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         for id in ids {
             if let Some(u) = st.unacked.remove(id) {
@@ -763,6 +789,9 @@ impl Queue {
     /// cancelled), to be handed out again marked redelivered.
     pub fn release(&self, consumer: u64) {
         let mut st = self.lock();
+        if self.is_deleted() {
+            return;
+        }
         let ids: Vec<i64> = st
             .unacked
             .iter()
@@ -783,6 +812,9 @@ impl Queue {
     /// Removes every entry that is not handed out; returns how many.
     pub fn purge(&self) -> Result<u64> {
         let mut st = self.lock();
+        if self.is_deleted() {
+            return Ok(0);
+        }
         let mut ids: Vec<i64> = st.redeliver.keys().copied().collect();
         st.redeliver.clear();
         ids.extend(st.ready.drain(..).map(|p| p.entry.id));
@@ -862,8 +894,11 @@ impl Queue {
         }
     }
 
-    /// Deletes the queue's log (the queue itself was removed).
+    /// Deletes the queue's log (the queue itself was removed); later acknowledgements and
+    /// requeues of entries handed out before are ignored.
     pub(crate) fn destroy(&self) -> Result<()> {
+        let _st = self.lock();
+        self.deleted.store(true, std::sync::atomic::Ordering::Release);
         self.log.destroy()
     }
 

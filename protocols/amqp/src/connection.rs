@@ -587,6 +587,8 @@ impl Conn {
                     }
                 };
                 if ch == 0 {
+                    // Publishes sent before a connection method (close above all) are stored.
+                    self.flush_all().await?;
                     return self.connection_method(m).await;
                 }
                 self.channel_method(ch, m, &f).await
