@@ -3,8 +3,12 @@
 #   formatting, clippy, Rust unit tests, the release build, the end-to-end suite
 #   (tests/e2e) that drives the real binary with kafka-python 3 (and a 2.x smoke run),
 #   confluent-kafka, aiokafka, kcat, Apache Kafka's Java client and command-line tools,
-#   then the clients' own suites: kafka-python's integration tests and a subset of
-#   librdkafka's test-runner (scripts/kafka-python-suite.sh, scripts/librdkafka-suite.sh).
+#   paho-mqtt, the mosquitto clients, Eclipse Paho Java, pika, aio-pika and RabbitMQ's Java
+#   client, then the clients' own suites that come from the package registries:
+#   kafka-python's integration tests and a subset of librdkafka's test-runner
+#   (scripts/kafka-python-suite.sh, scripts/librdkafka-suite.sh). paho.mqtt.testing and
+#   pika's acceptance tests are not on a registry: scripts/mqtt-interop-suite.sh and
+#   scripts/pika-suite.sh run them from a source tree or mirror.
 #
 # Usage: scripts/test.sh [extra pytest args]      e.g. scripts/test.sh -k kcat
 # Env:   CONFLUX_E2E_ONLY=1  skip fmt/clippy/cargo test (still builds the binary)
