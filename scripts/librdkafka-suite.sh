@@ -34,8 +34,11 @@
 #   CONFLUX_BIN              broker binary (default target/release/conflux; built with
 #                            `cargo build --release --locked -p conflux` if missing)
 #   KAFKA_PATH               an Apache Kafka distribution folder (bin/kafka-topics.sh ...);
-#                            passed to the tests that drive Kafka's CLI tools
-#                            (0052 0077 0109 0115 0119), which fail without it
+#                            passed to the tests that drive Kafka's CLI tools or its Java
+#                            client (0052 0077 0098 0109 0115 0119), which fail without it.
+#                            Default: target/kafka-dist when tests/jvm/build.sh made it;
+#                            librdkafka's tests/java helpers are compiled against it
+
 #   TEST_KAFKA_VERSION       broker version the tests assume (default 3.9.0: Conflux serves
 #                            the request versions of Kafka 3.x; tests gate features on it)
 #   LIBRDKAFKA_TEST_TIMEOUT  seconds per test number (default 300)
@@ -258,7 +261,7 @@ start_broker() {
   echo "=== start $starts $(date -u +%FT%TZ): $CONFLUX_BIN serve --data-dir $DATA ${BROKER_ARGS[*]}" >> "$BROKER_LOG"
   NO_COLOR=1 "$CONFLUX_BIN" serve --data-dir "$DATA" \
     --kafka-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --mqtt-ws-listen 127.0.0.1:0 --amqp-listen 127.0.0.1:0 \
-    --http-listen 127.0.0.1:0 --default-partitions 4 "${BROKER_ARGS[@]}" >> "$BROKER_LOG" 2>&1 &
+    --http-listen 127.0.0.1:0 --default-partitions 4 --kafka-max-replication-factor 3 "${BROKER_ARGS[@]}" >> "$BROKER_LOG" 2>&1 &
   BROKER_PID=$!
   BOOTSTRAP=
   for i in $(seq 1 300); do   # 30 s at most
@@ -281,9 +284,16 @@ start_broker() {
 # ---------------------------------------------------------------- the tests
 export RDKAFKA_TEST_CONF=$RUN/test.conf
 export LD_LIBRARY_PATH=$CACHE/src:$CACHE/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if [[ -z ${KAFKA_PATH:-} && -x $ROOT/target/kafka-dist/bin/kafka-topics.sh ]]; then
+  KAFKA_PATH=$ROOT/target/kafka-dist
+fi
 if [[ -n ${KAFKA_PATH:-} ]]; then
   [[ -x $KAFKA_PATH/bin/kafka-topics.sh ]] || die "KAFKA_PATH=$KAFKA_PATH has no bin/kafka-topics.sh"
   export KAFKA_PATH
+  # The Java helpers some tests run (0098's TransactionProducerCli), against its client jar.
+  if command -v javac >/dev/null && [[ ! -f $CACHE/tests/java/TransactionProducerCli.class ]]; then
+    make -s -C "$CACHE/tests/java" KAFKA_PATH="$KAFKA_PATH" >/dev/null 2>&1 || note "could not compile librdkafka's tests/java helpers"
+  fi
 fi
 RAW=$RUN/raw.txt; : > "$RAW"
 case " $ARGS " in *" -Q "*) export LIBRDKAFKA_QUICK=1 ;; *) unset LIBRDKAFKA_QUICK ;; esac

@@ -76,9 +76,14 @@ impl BatchHeader {
         })
     }
 
-    /// Whether the batch is a transaction control batch (never produced by Conflux writers).
+    /// Whether the batch is a transaction control batch (a commit or abort marker).
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
+    }
+
+    /// Whether the batch belongs to a transaction (its records count only once committed).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
     }
 }
 
@@ -260,6 +265,43 @@ pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Byt
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
     buf.freeze()
+}
+
+/// Builds a transaction marker: a control batch of one record whose key says commit or abort
+/// (Kafka's `EndTransactionMarker`: key = version 0, type 0 abort / 1 commit; value =
+/// version 0, coordinator epoch). Base offset 0 (the log assigns the real one).
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    timestamp: i64,
+) -> Bytes {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(0);
+    let record = Record {
+        timestamp,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        ..Default::default()
+    };
+    let mut b =
+        BytesMut::from(&build_batch(&[record], Some((producer_id, producer_epoch, -1)))[..]);
+    // Attributes: transactional (0x10) and control (0x20); then the CRC again.
+    b[21..23].copy_from_slice(&0x30i16.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// Whether a control batch's marker is a commit (`Some(true)`), an abort, or unreadable.
+pub fn control_is_commit(batch: &Bytes) -> Option<bool> {
+    let records = decode_records(batch).ok()?;
+    let key = records.first()?.key.as_ref()?;
+    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]) == 1)
 }
 
 /// A cursor over untrusted bytes for the bounded record decoder.

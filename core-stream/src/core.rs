@@ -401,6 +401,7 @@ impl Core {
                 headers: &headers,
                 base_offset: out.base_offset,
                 origin,
+                committed: false,
             });
             for t in routed.tickets {
                 out.durable.join(t);
@@ -409,6 +410,68 @@ impl Core {
             out.routed = routed.routed;
         }
         Ok(out)
+    }
+
+    /// Routes the records of a committed transaction to subscribers and queues: the
+    /// transactional batches of `producer_id` in `[from, to)` of one partition (they were
+    /// skipped when appended). Returns the durability tickets of the queue entries made.
+    pub fn route_committed(
+        &self,
+        stream: &str,
+        partition: i32,
+        producer_id: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::log::DurableTicket>> {
+        let mut tickets = Vec::new();
+        if self.router.is_empty() {
+            return Ok(tickets);
+        }
+        let Some(s) = self.stream(stream) else {
+            return Ok(tickets);
+        };
+        let log = s.partition(partition)?;
+        let mut at = from.max(log.log_start_offset());
+        while at < to {
+            let r = log.read(at, 1024 * 1024)?;
+            if r.data.is_empty() {
+                break;
+            }
+            let mut data = r.data;
+            let mut progressed = false;
+            while let Some((_, size)) = batch::peek_frame(&data) {
+                if size > data.len() {
+                    break;
+                }
+                let one = data.split_to(size);
+                let h = batch::parse_header(&one)?;
+                if h.base_offset >= to {
+                    at = to;
+                    break;
+                }
+                at = h.last_offset() + 1;
+                progressed = true;
+                if h.producer_id != producer_id || !h.is_transactional() || h.is_control() {
+                    continue;
+                }
+                let _order = self.order_lock(&s, partition);
+                let out = self.router.route(Appended {
+                    stream: &s.name,
+                    partition,
+                    log: &log,
+                    data: &one,
+                    headers: &[h],
+                    base_offset: h.base_offset,
+                    origin: 0,
+                    committed: true,
+                });
+                tickets.extend(out.tickets);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(tickets)
     }
 
     /// The lock that keeps one partition's appends and their routing in order (striped: a

@@ -898,7 +898,8 @@ impl Queue {
     /// requeues of entries handed out before are ignored.
     pub(crate) fn destroy(&self) -> Result<()> {
         let _st = self.lock();
-        self.deleted.store(true, std::sync::atomic::Ordering::Release);
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::Release);
         self.log.destroy()
     }
 

@@ -242,6 +242,10 @@ pub struct Appended<'a> {
     pub base_offset: i64,
     /// The writer's connection id, or 0.
     pub origin: u64,
+    /// The batches are of a committed transaction: route their transactional records (an
+    /// append routes only non-transactional ones; a transaction's records are routed when its
+    /// commit marker is written, and an aborted one's never).
+    pub committed: bool,
 }
 
 /// What routing one append did.
@@ -354,6 +358,7 @@ impl Router {
             headers,
             base_offset,
             origin,
+            committed,
         } = a;
         let mut out = RouteOutcome::default();
         if self.is_empty() {
@@ -390,6 +395,10 @@ impl Router {
         let mut index = 0u32;
         for h in headers {
             let one = rest.split_to(h.size);
+            if h.is_control() || (h.is_transactional() && !committed) {
+                index += u32::try_from(h.last_offset_delta).map_or(0, |d| d + 1);
+                continue;
+            }
             let crc = u32::from_be_bytes([one[17], one[18], one[19], one[20]]);
             let records = match batch::decode_records(&one) {
                 Ok(r) => r,

@@ -45,6 +45,8 @@ pub struct Config {
     pub fetch_max_bytes: usize,
     /// Delay before a new consumer group's first rebalance completes (ms).
     pub group_initial_rebalance_delay_ms: u64,
+    /// Highest replication factor CreateTopics accepts (topics still have one replica).
+    pub kafka_max_replication_factor: i16,
     /// MQTT listener address (TCP); empty = no MQTT listener.
     pub mqtt_listen: String,
     /// MQTT-over-WebSocket listener address (subprotocol `mqtt`); empty = none.
@@ -112,6 +114,7 @@ impl Default for Config {
             fetch_max_bytes: kafka.fetch_max_bytes,
             group_initial_rebalance_delay_ms: kafka.group_initial_rebalance_delay.as_millis()
                 as u64,
+            kafka_max_replication_factor: kafka.max_replication_factor,
             mqtt_listen: "0.0.0.0:1883".into(),
             mqtt_ws_listen: "0.0.0.0:8083".into(),
             mqtt_max_packet_size: mqtt.max_packet_size,
@@ -233,6 +236,9 @@ pub struct ServeArgs {
     /// Delay before a new consumer group's first rebalance completes (ms).
     #[arg(long, env = "CONFLUX_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Highest replication factor CreateTopics accepts (topics still have one replica).
+    #[arg(long, env = "CONFLUX_KAFKA_MAX_REPLICATION_FACTOR")]
+    pub kafka_max_replication_factor: Option<i16>,
 }
 
 fn parse_mapping(s: &str) -> Result<conflux_mqtt::topics::MappingRule, String> {
@@ -294,7 +300,8 @@ impl Config {
             max_request_bytes,
             max_batch_bytes,
             fetch_max_bytes,
-            group_initial_rebalance_delay_ms
+            group_initial_rebalance_delay_ms,
+            kafka_max_replication_factor
         );
         let checks: [(bool, &str); 12] = [
             (

@@ -132,6 +132,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
         fetch_max_bytes: cfg.fetch_max_bytes,
         group_initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
         max_connections: cfg.max_connections,
+        max_replication_factor: cfg.kafka_max_replication_factor,
         ..Default::default()
     };
     let mut tasks = Vec::new();

@@ -98,6 +98,16 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     /// Idempotent producer fenced by a newer epoch.
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    /// The transaction is not in a state that allows the request.
+    pub const INVALID_TXN_STATE: i16 = 48;
+    /// The transactional id is not known (no InitProducerId yet).
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    /// `transaction.timeout.ms` above the broker's maximum.
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    /// Another request of the same transaction is being completed.
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    /// A newer producer with the same transactional id exists.
+    pub const PRODUCER_FENCED: i16 = 90;
     /// Disk failure.
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     /// Fetch session not found (sessions are never created here).

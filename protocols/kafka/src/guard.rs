@@ -166,6 +166,7 @@ enum Ty {
 #[derive(Clone, Copy)]
 enum Elem {
     I32,
+    I64,
     Str,
     Struct(&'static Struct),
 }
@@ -174,6 +175,7 @@ impl Elem {
     fn ty(self) -> Ty {
         match self {
             Elem::I32 => I32,
+            Elem::I64 => I64,
             Elem::Str => STR,
             Elem::Struct(s) => Ty::Struct(s),
         }
@@ -192,6 +194,7 @@ const BYTES: Ty = Ty::Bytes(false);
 /// Produce record batches: nullable bytes, kept raw by the decoder.
 const RECORDS: Ty = Ty::Bytes(true);
 const ARRAY_I32: Ty = Ty::Array(false, Elem::I32);
+const ARRAY_I64: Ty = Ty::Array(false, Elem::I64);
 const ARRAY_STR: Ty = Ty::Array(false, Elem::Str);
 const NULLABLE_ARRAY_STR: Ty = Ty::Array(true, Elem::Str);
 const NULLABLE_ARRAY_I32: Ty = Ty::Array(true, Elem::I32);
@@ -278,7 +281,7 @@ fn find_api(key: i16) -> Option<&'static Api> {
 // Schemas (from kafka-protocol 0.18.0 decoders; the ranges are clamped to what it can decode)
 // ---------------------------------------------------------------------------------------------
 
-static APIS: [Api; 35] = [
+static APIS: [Api; 41] = [
     api(0, 3, 9, 9, &PRODUCE),
     api(1, 4, 12, 12, &FETCH),
     api(2, 1, 10, 6, &LIST_OFFSETS),
@@ -298,6 +301,10 @@ static APIS: [Api; 35] = [
     api(21, 0, 2, 2, &DELETE_RECORDS),
     api(22, 0, 4, 2, &INIT_PRODUCER_ID),
     api(23, 2, 4, 4, &OFFSET_FOR_LEADER_EPOCH),
+    api(24, 0, 3, 3, &ADD_PARTITIONS_TO_TXN),
+    api(25, 0, 3, 3, &ADD_OFFSETS_TO_TXN),
+    api(26, 0, 3, 3, &END_TXN),
+    api(28, 0, 3, 3, &TXN_OFFSET_COMMIT),
     api(29, 1, 3, 2, &DESCRIBE_ACLS),
     api(30, 1, 3, 2, &CREATE_ACLS),
     api(31, 1, 3, 2, &DELETE_ACLS),
@@ -313,6 +320,8 @@ static APIS: [Api; 35] = [
     api(46, 0, 0, 0, &LIST_PARTITION_REASSIGNMENTS),
     api(55, 0, 2, 0, &DESCRIBE_QUORUM),
     api(60, 0, 1, 0, &DESCRIBE_CLUSTER),
+    api(65, 0, 0, 0, &DESCRIBE_TRANSACTIONS),
+    api(66, 0, 1, 0, &LIST_TRANSACTIONS),
     api(75, 0, 0, 0, &DESCRIBE_TOPIC_PARTITIONS),
 ];
 
@@ -620,6 +629,69 @@ static INIT_PRODUCER_ID: Struct = Struct {
         from(3, I64), // producer_id
         from(3, I16), // producer_epoch
     ],
+    tagged: &[],
+};
+
+// AddPartitionsToTxn (24), v0-v3: one transaction per request (v4+ batch several, broker
+// to broker).
+static ADD_PARTITIONS_TO_TXN: Struct = Struct {
+    fields: &[
+        upto(3, STR), // transactional_id
+        upto(3, I64), // producer_id
+        upto(3, I16), // producer_epoch
+        upto(3, array(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+    ],
+    tagged: &[],
+};
+static ADD_PARTITIONS_TO_TXN_TOPIC: Struct = Struct {
+    fields: &[all(STR), all(ARRAY_I32)],
+    tagged: &[],
+};
+
+// AddOffsetsToTxn (25)
+static ADD_OFFSETS_TO_TXN: Struct = Struct {
+    fields: &[all(STR), all(I64), all(I16), all(STR)],
+    tagged: &[],
+};
+
+// EndTxn (26)
+static END_TXN: Struct = Struct {
+    fields: &[all(STR), all(I64), all(I16), all(BOOL)],
+    tagged: &[],
+};
+
+// TxnOffsetCommit (28)
+static TXN_OFFSET_COMMIT: Struct = Struct {
+    fields: &[
+        all(STR),      // transactional_id
+        all(STR),      // group_id
+        all(I64),      // producer_id
+        all(I16),      // producer_epoch
+        from(3, I32),  // generation_id
+        from(3, STR),  // member_id
+        from(3, NSTR), // group_instance_id
+        all(array(&TXN_OFFSET_COMMIT_TOPIC)),
+    ],
+    tagged: &[],
+};
+static TXN_OFFSET_COMMIT_TOPIC: Struct = Struct {
+    fields: &[all(STR), all(array(&TXN_OFFSET_COMMIT_PARTITION))],
+    tagged: &[],
+};
+static TXN_OFFSET_COMMIT_PARTITION: Struct = Struct {
+    fields: &[all(I32), all(I64), from(2, I32), all(NSTR)],
+    tagged: &[],
+};
+
+// DescribeTransactions (65)
+static DESCRIBE_TRANSACTIONS: Struct = Struct {
+    fields: &[all(ARRAY_STR)],
+    tagged: &[],
+};
+
+// ListTransactions (66)
+static LIST_TRANSACTIONS: Struct = Struct {
+    fields: &[all(ARRAY_STR), all(ARRAY_I64), from(1, I64)],
     tagged: &[],
 };
 

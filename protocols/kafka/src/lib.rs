@@ -22,6 +22,7 @@ pub mod errors;
 pub mod group;
 pub mod guard;
 pub mod handlers;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub struct KafkaConfig {
     pub fetch_max_bytes: usize,
     /// Most client connections open at once.
     pub max_connections: usize,
+    /// Highest replication factor CreateTopics accepts (the topic still has this one
+    /// replica): 1 answers more with INVALID_REPLICATION_FACTOR, as a one-broker Kafka does;
+    /// 3 lets tools and suites written for a three-broker cluster run.
+    pub max_replication_factor: i16,
 }
 
 impl Default for KafkaConfig {
@@ -69,6 +74,7 @@ impl Default for KafkaConfig {
             max_fetch_wait: Duration::from_secs(30),
             fetch_max_bytes: 55 * 1024 * 1024,
             max_connections: 100_000,
+            max_replication_factor: 1,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct KafkaBroker {
     pub config: KafkaConfig,
     /// Consumer-group membership.
     pub groups: group::GroupCoordinator,
+    /// Transactions.
+    pub txn: Arc<txn::TxnCoordinator>,
     /// Set when the broker shuts down; long polls end early.
     pub shutdown: Shutdown,
 }
@@ -96,6 +104,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let groups = group::GroupCoordinator::new(core.clone(), config.group_initial_rebalance_delay);
+    let txn = txn::TxnCoordinator::open(core.clone()).await;
     let limits = ListenerLimits {
         protocol: "kafka",
         max_connections: config.max_connections,
@@ -105,9 +114,11 @@ pub async fn serve(
         core,
         config,
         groups,
+        txn: txn.clone(),
         shutdown: shutdown.clone(),
     });
     let ticker = tokio::spawn(group::run_timers(broker.clone()));
+    let txn_timeouts = tokio::spawn(txn::run_timeouts(txn, shutdown.clone()));
     conflux_net::serve(
         listener,
         limits,
@@ -118,6 +129,7 @@ pub async fn serve(
     )
     .await;
     ticker.abort();
+    txn_timeouts.abort();
 }
 
 /// The address a listener is bound to, for logs and advertised defaults.

@@ -1,5 +1,4 @@
 //! Topic administration (CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs) and
-//! InitProducerId for idempotent producers.
 
 use core_stream::{StreamConfig, StreamError};
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -15,8 +14,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
-    TopicName,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 
 use super::{s, Ctx};
@@ -86,7 +84,8 @@ fn manual_assignment(
     Ok(assignments.len() as i32)
 }
 
-/// Creates topics (replication factor must be 1 or -1: this is a single node).
+/// Creates topics (replication factor -1, or 1 up to `max_replication_factor`: this is a
+/// single node).
 pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let topics = req
         .topics
@@ -101,10 +100,11 @@ pub fn create_topics(b: &KafkaBroker, ctx: &Ctx, req: CreateTopicsRequest) -> Cr
                     .with_error_code(c)
                     .with_error_message((ctx.version >= 1).then(|| s(msg)))
             };
-            if t.replication_factor != -1 && t.replication_factor != 1 {
+            let max_rf = b.config.max_replication_factor.max(1);
+            if t.replication_factor != -1 && !(1..=max_rf).contains(&t.replication_factor) {
                 return fail(
                     code::INVALID_REPLICATION_FACTOR,
-                    "this broker has one node: replication factor must be 1".into(),
+                    format!("this broker has one node: replication factor must be 1 (at most {max_rf} with kafka_max_replication_factor)"),
                 );
             }
             let mut num_partitions = t.num_partitions;
@@ -180,7 +180,10 @@ pub fn delete_topics(b: &KafkaBroker, ctx: &Ctx, req: DeleteTopicsRequest) -> De
         .map(|n| {
             let r = DeletableTopicResult::default().with_name(Some(n.clone()));
             match b.core.delete_stream(&n.0) {
-                Ok(()) => r,
+                Ok(()) => {
+                    b.txn.topic_deleted(&n.0);
+                    r
+                }
                 Err(e) => r
                     .with_error_code(error_code(&e))
                     .with_error_message((ctx.version >= 5).then(|| s(e.to_string()))),
@@ -405,30 +408,6 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
-}
-
-/// Hands out a producer id for idempotent producers. Transactions are not supported.
-pub fn init_producer_id(b: &KafkaBroker, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    let r = InitProducerIdResponse::default();
-    if req.transactional_id.is_some() {
-        return r
-            .with_error_code(code::INVALID_REQUEST)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    // A client bumping the epoch of its own id (KIP-360) gets the next epoch of the same id.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        return r
-            .with_producer_id(req.producer_id)
-            .with_producer_epoch(req.producer_epoch + 1);
-    }
-    match b.core.next_producer_id() {
-        Ok(id) => r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(e) => r
-            .with_error_code(error_code(&e))
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    }
 }
 
 /// One requested change to a topic setting.

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use core_stream::{PartitionLog, ReadResult, StreamError};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -18,6 +20,7 @@ use crate::errors::{code, error_code};
 use crate::KafkaBroker;
 
 struct Want {
+    topic: String,
     partition: Result<Arc<dyn PartitionLog>, StreamError>,
     index: i32,
     offset: i64,
@@ -48,6 +51,7 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
             // A partition named twice is answered once.
             .filter(|p| seen.insert((t.topic.0.clone(), p.partition)))
             .map(|p| Want {
+                topic: t.topic.0.to_string(),
                 partition: super::partition_of(stream.as_ref(), &t.topic.0, p.partition),
                 index: p.partition,
                 offset: p.fetch_offset,
@@ -59,6 +63,7 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(b.config.max_fetch_wait);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
+    let committed = req.isolation_level == 1;
     let notify = Arc::new(Notify::new());
     for (_, wants) in &topics {
         for w in wants {
@@ -69,7 +74,7 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     }
     let mut shutdown = b.shutdown.clone();
     loop {
-        let (resp, bytes, errors) = collect(&topics, max_bytes, ctx.version);
+        let (resp, bytes, errors) = collect(&b, &topics, max_bytes, ctx.version, committed);
         if bytes >= min_bytes || errors || Instant::now() >= deadline || shutdown.is_set() {
             return resp;
         }
@@ -81,11 +86,26 @@ pub async fn handle(b: Arc<KafkaBroker>, ctx: Ctx, req: FetchRequest) -> FetchRe
     }
 }
 
+/// The batches of `data` that start before `end` (a read_committed reader stops at the last
+/// stable offset).
+fn cut_at(data: bytes::Bytes, end: i64) -> bytes::Bytes {
+    let mut at = 0;
+    while let Some((base, size)) = core_stream::batch::peek_frame(&data[at..]) {
+        if base >= end || at + size > data.len() {
+            break;
+        }
+        at += size;
+    }
+    data.slice(..at)
+}
+
 /// Reads every wanted partition once; returns the answer, its data size and whether any partition errored.
 fn collect(
+    b: &KafkaBroker,
     topics: &[(TopicName, Vec<Want>)],
     max_bytes: usize,
     version: i16,
+    committed: bool,
 ) -> (FetchResponse, usize, bool) {
     let lso = |x: i64| if version >= 5 { x } else { -1 };
     let mut total = 0usize;
@@ -122,12 +142,31 @@ fn collect(
                 })
             };
             parts.push(match res {
-                Ok(r) => {
+                Ok(mut r) => {
+                    let stable = b
+                        .txn
+                        .last_stable_offset(&w.topic, w.index, r.high_watermark);
+                    let aborted = if committed {
+                        r.data = cut_at(r.data, stable);
+                        Some(
+                            b.txn
+                                .aborted(&w.topic, w.index, w.offset, stable)
+                                .into_iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        )
+                    } else {
+                        None
+                    };
                     total += r.data.len();
                     pd.with_high_watermark(r.high_watermark)
-                        .with_last_stable_offset(r.high_watermark)
+                        .with_last_stable_offset(stable)
                         .with_log_start_offset(lso(r.log_start_offset))
-                        .with_aborted_transactions(Some(vec![]))
+                        .with_aborted_transactions(aborted)
                         .with_records(Some(r.data))
                 }
                 Err(e) => {

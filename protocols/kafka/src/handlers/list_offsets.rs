@@ -23,9 +23,10 @@ const EARLIEST_LOCAL: i64 = -4;
 /// Latest offset in tiered storage (v9+): there is none here.
 const LATEST_TIERED: i64 = -5;
 
-/// Answers ListOffsets. Timestamp lookups have batch granularity: the answer is the first
-/// offset of the first batch holding a record at or after the timestamp.
+/// Answers ListOffsets. `read_committed` (isolation level 1) sees the latest offset as the
+/// last stable offset (before any open transaction).
 pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -48,6 +49,14 @@ pub fn handle(b: &KafkaBroker, ctx: &super::Ctx, req: ListOffsetsRequest) -> Lis
                         }
                     };
                     let (offset, ts) = match p.timestamp {
+                        LATEST if committed => (
+                            b.txn.last_stable_offset(
+                                &t.name.0,
+                                p.partition_index,
+                                part.high_watermark(),
+                            ),
+                            -1,
+                        ),
                         LATEST => (part.high_watermark(), -1),
                         EARLIEST | EARLIEST_LOCAL => (part.log_start_offset(), -1),
                         LATEST_TIERED => (-1, -1),

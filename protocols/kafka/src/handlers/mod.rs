@@ -13,6 +13,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod replicas;
+pub mod txn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -195,11 +196,37 @@ pub fn dispatch(b: &Arc<KafkaBroker>, frame: Bytes) -> Result<Pending, KafkaErro
             v,
             ResponseKind::DescribeConfigs(admin::describe_configs(&b, &ctx, r)),
         ),
-        RequestKind::InitProducerId(r) => ready(
+        RequestKind::InitProducerId(r) => respond(corr, v, async move {
+            Some(ResponseKind::InitProducerId(
+                txn::init_producer_id(b, r).await,
+            ))
+        }),
+        RequestKind::AddPartitionsToTxn(r) => ready(
             corr,
             v,
-            blocking(|| ResponseKind::InitProducerId(admin::init_producer_id(&b, r))),
+            blocking(|| ResponseKind::AddPartitionsToTxn(txn::add_partitions(&b, r))),
         ),
+        RequestKind::AddOffsetsToTxn(r) => ready(
+            corr,
+            v,
+            blocking(|| ResponseKind::AddOffsetsToTxn(txn::add_offsets(&b, r))),
+        ),
+        RequestKind::TxnOffsetCommit(r) => ready(
+            corr,
+            v,
+            blocking(|| ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(&b, r))),
+        ),
+        RequestKind::EndTxn(r) => respond(corr, v, async move {
+            Some(ResponseKind::EndTxn(txn::end_txn(b, r).await))
+        }),
+        RequestKind::DescribeTransactions(r) => ready(
+            corr,
+            v,
+            ResponseKind::DescribeTransactions(txn::describe(&b, r)),
+        ),
+        RequestKind::ListTransactions(r) => {
+            ready(corr, v, ResponseKind::ListTransactions(txn::list(&b, r)))
+        }
         RequestKind::AlterConfigs(r) => ready(
             corr,
             v,

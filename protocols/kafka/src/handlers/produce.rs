@@ -39,10 +39,6 @@ pub fn handle(
                         .with_base_offset(-1),
                 )
             };
-            if req.transactional_id.is_some() {
-                slots.push(err(code::INVALID_REQUEST));
-                continue;
-            }
             let stream = match &stream {
                 Ok(st) => st,
                 Err(e) => {
@@ -51,7 +47,31 @@ pub fn handle(
                 }
             };
             let records = p.records.unwrap_or_default();
+            // A transactional produce: its producer must own the open transaction, which
+            // must hold this partition.
+            let tid = req.transactional_id.as_ref().map(|t| t.0.to_string());
+            if let Some(tid) = &tid {
+                let checked = match core_stream::batch::parse_header(&records) {
+                    Ok(h) if h.is_transactional() => {
+                        b.txn
+                            .check_produce(tid, h.producer_id, h.producer_epoch, &name, p.index)
+                    }
+                    _ => Err(code::INVALID_REQUEST),
+                };
+                if let Err(c) = checked {
+                    slots.push(err(c));
+                    continue;
+                }
+            }
             let appended = b.core.append(stream, p.index, &records);
+            if let (Some(tid), Ok(out)) = (&tid, &appended) {
+                let noted =
+                    super::blocking(|| b.txn.note_appended(tid, &name, p.index, out.base_offset));
+                if let Err(c) = noted {
+                    slots.push(err(c));
+                    continue;
+                }
+            }
             match appended {
                 Ok(out) => slots.push(Slot::Wait(p.index, out)),
                 Err(e) => {
