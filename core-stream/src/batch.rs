@@ -141,6 +141,16 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, StreamError> {
 /// its header. Never trusts a count: the record count must agree with the last offset delta
 /// and, for uncompressed batches, fit in the bytes present.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, StreamError> {
+    validate_counts(buf, false)
+}
+
+/// [`validate`] for batches read back from a segment: a compacted batch holds fewer records
+/// than its offset range (Kafka's cleaner keeps the range, so offsets never change).
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, StreamError> {
+    validate_counts(buf, true)
+}
+
+fn validate_counts(buf: &[u8], compacted_ok: bool) -> Result<BatchHeader, StreamError> {
     let h = parse_header(buf)?;
     if h.size > buf.len() {
         return Err(StreamError::CorruptBatch("batch longer than the data"));
@@ -149,7 +159,12 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, StreamError> {
     if crc32c::crc32c(&buf[CRC_START..h.size]) != stored_crc {
         return Err(StreamError::CorruptBatch("CRC32C mismatch"));
     }
-    if h.record_count <= 0 || h.last_offset_delta != h.record_count - 1 {
+    let counts_agree = if compacted_ok {
+        h.record_count > 0 && h.record_count - 1 <= h.last_offset_delta
+    } else {
+        h.record_count > 0 && h.last_offset_delta == h.record_count - 1
+    };
+    if !counts_agree {
         return Err(StreamError::CorruptBatch(
             "record count disagrees with last offset delta",
         ));
@@ -267,6 +282,50 @@ pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Byt
     buf.freeze()
 }
 
+/// Rebuilds a stored batch with only some of its records (log compaction): same base offset,
+/// last offset delta, timestamps type, producer and transactional flag, so offsets and the
+/// producer's sequence bookkeeping stay as they were; records keep their own offsets and
+/// timestamps. Written uncompressed.
+pub fn rebuild_batch(h: &BatchHeader, records: &[Record]) -> Bytes {
+    let first_ts = h.first_timestamp;
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + records.len() * 32);
+    buf.put_i64(h.base_offset);
+    buf.put_i32(0); // length, patched below
+    buf.put_i32(0); // partition leader epoch
+    buf.put_u8(2);
+    buf.put_u32(0); // crc, patched below
+    buf.put_i16(h.attributes & !0x07);
+    buf.put_i32(h.last_offset_delta);
+    buf.put_i64(first_ts);
+    buf.put_i64(h.max_timestamp);
+    buf.put_i64(h.producer_id);
+    buf.put_i16(h.producer_epoch);
+    buf.put_i32(h.base_sequence);
+    buf.put_i32(records.len() as i32);
+    let mut body = BytesMut::new();
+    for r in records {
+        body.clear();
+        body.put_u8(0);
+        put_varint(&mut body, r.timestamp - first_ts);
+        put_varint(&mut body, r.offset - h.base_offset);
+        put_opt_bytes(&mut body, &r.key);
+        put_opt_bytes(&mut body, &r.value);
+        put_varint(&mut body, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_varint(&mut body, k.len() as i64);
+            body.put_slice(k);
+            put_opt_bytes(&mut body, v);
+        }
+        put_varint(&mut buf, body.len() as i64);
+        buf.put_slice(&body);
+    }
+    let len = (buf.len() - LOG_OVERHEAD) as i32;
+    buf[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf.freeze()
+}
+
 /// Builds a transaction marker: a control batch of one record whose key says commit or abort
 /// (Kafka's `EndTransactionMarker`: key = version 0, type 0 abort / 1 commit; value =
 /// version 0, coordinator epoch). Base offset 0 (the log assigns the real one).
@@ -295,13 +354,6 @@ pub fn build_control_batch(
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
-}
-
-/// Whether a control batch's marker is a commit (`Some(true)`), an abort, or unreadable.
-pub fn control_is_commit(batch: &Bytes) -> Option<bool> {
-    let records = decode_records(batch).ok()?;
-    let key = records.first()?.key.as_ref()?;
-    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]) == 1)
 }
 
 /// A cursor over untrusted bytes for the bounded record decoder.
@@ -357,7 +409,7 @@ pub const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
 /// no user records and decode to none. Bounded: every length is checked against the bytes
 /// present; nothing is reserved from counts.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
-    let h = validate(batch)?;
+    let h = validate_stored(batch)?;
     if h.is_control() {
         return Ok(Vec::new());
     }

@@ -60,12 +60,53 @@ fn sync_all(batch: &[Arc<dyn Syncable>]) {
         batch.iter().for_each(one);
         return;
     }
+    // Helpers are started once and kept (a round every millisecond must not create threads).
+    let pool = helpers();
     let per = batch.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|s| {
-        for chunk in batch.chunks(per) {
-            s.spawn(move || chunk.iter().for_each(one));
+    let mut chunks = batch.chunks(per);
+    let mine = chunks.next().unwrap_or(&[]);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut sent = 0;
+    for chunk in chunks {
+        let job: Job = (chunk.to_vec(), done_tx.clone());
+        match pool.send(job) {
+            Ok(()) => sent += 1,
+            Err(std::sync::mpsc::SendError((chunk, _))) => chunk.iter().for_each(one),
         }
-    });
+    }
+    mine.iter().for_each(one);
+    for _ in 0..sent {
+        let _ = done_rx.recv();
+    }
+}
+
+/// A share of a round's fsyncs for a helper thread, and where to say it is done.
+type Job = (Vec<Arc<dyn Syncable>>, std::sync::mpsc::Sender<()>);
+
+/// The fsync helper threads (started on first use): they take jobs from one shared queue.
+fn helpers() -> &'static std::sync::mpsc::SyncSender<Job> {
+    static POOL: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(SYNC_THREADS * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 1..SYNC_THREADS {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("conflux-fsync-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((parts, done)) = job else { return };
+                    for p in &parts {
+                        if let Err(e) = p.sync() {
+                            let (stream, partition) = p.name();
+                            error!(stream, partition, error = %e, "fsync failed; the partition accepts no more writes");
+                        }
+                    }
+                    let _ = done.send(());
+                });
+        }
+        tx
+    })
 }
 
 impl Syncer {

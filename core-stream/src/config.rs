@@ -81,10 +81,46 @@ pub struct StreamConfig {
     pub segment_bytes: u64,
     /// Roll to a new segment file when the active one is older than this (ms).
     pub segment_ms: i64,
+    /// How old records are removed: deleted by retention, and/or compacted by key.
+    #[serde(default)]
+    pub cleanup: Cleanup,
     /// Settings a front-end keeps with the stream, by its own names; the core does not
     /// interpret them (the Kafka front-end keeps every topic override here, e.g.
     /// `retention.ms` or `min.insync.replicas`).
     pub extra: BTreeMap<String, String>,
+}
+
+/// How a stream sheds old records (Kafka's `cleanup.policy` and the cleaner's settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Cleanup {
+    /// Delete whole segments past `retention_ms` / `retention_bytes` (policy `delete`).
+    pub delete: bool,
+    /// Keep only the latest record of each key in closed segments (policy `compact`).
+    pub compact: bool,
+    /// How long a tombstone (a keyed record without a value) is kept once it is the latest
+    /// record of its key (ms).
+    pub delete_retention_ms: i64,
+    /// Records younger than this are not compacted (ms).
+    pub min_compaction_lag_ms: i64,
+    /// A segment holding records older than this is compacted whatever the dirty ratio (ms).
+    pub max_compaction_lag_ms: i64,
+    /// Compact when the share of not yet compacted bytes in closed segments reaches this
+    /// (per mille; Kafka's `min.cleanable.dirty.ratio` × 1000).
+    pub min_cleanable_dirty_permille: u32,
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Self {
+            delete: true,
+            compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_permille: 500,
+        }
+    }
 }
 
 impl Default for StreamConfig {
@@ -95,6 +131,7 @@ impl Default for StreamConfig {
             retention_bytes: -1,
             segment_bytes: 128 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
+            cleanup: Cleanup::default(),
             extra: BTreeMap::new(),
         }
     }

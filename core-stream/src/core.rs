@@ -47,6 +47,8 @@ pub struct Core {
     queues: DashMap<String, Arc<Queue>>,
     /// Striped locks keeping each partition's appends and routing in one order.
     order: Vec<Mutex<()>>,
+    /// What the cleaner knows about transactions (set by the Kafka front-end).
+    txn_view: RwLock<Option<Arc<dyn crate::compaction::TxnView>>>,
 }
 
 impl Core {
@@ -83,6 +85,7 @@ impl Core {
             retention_stop: RwLock::new(None),
             catalog: watch::channel(0).0,
             router: Router::default(),
+            txn_view: RwLock::new(None),
             queues: DashMap::new(),
             order: (0..64).map(|_| Mutex::new(())).collect(),
         });
@@ -159,6 +162,14 @@ impl Core {
                 let keep_from = pins.get(&(Arc::from(s.name.as_str()), i as i32)).copied();
                 if let Err(e) = p.apply_retention(now, keep_from) {
                     warn!(stream = %s.name, partition = i, error = %e, "retention failed");
+                }
+                let txn = self
+                    .txn_view
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Err(e) = p.compact(now, txn.as_deref()) {
+                    warn!(stream = %s.name, partition = i, error = %e, "compaction failed");
                 }
             }
         }
@@ -482,6 +493,12 @@ impl Core {
         self.order[(h.finish() as usize) % self.order.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the cleaner about transactions (the Kafka front-end's coordinator): aborted
+    /// records are removed, nothing past the last stable offset is compacted.
+    pub fn set_txn_view(&self, view: Arc<dyn crate::compaction::TxnView>) {
+        *self.txn_view.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
 
     /// The subscription router (MQTT subscriptions, AMQP bindings).

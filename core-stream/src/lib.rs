@@ -25,6 +25,7 @@
 
 pub mod batch;
 pub mod commit;
+pub mod compaction;
 pub mod compression;
 pub mod config;
 pub mod core;
@@ -41,7 +42,7 @@ pub mod segment;
 pub mod segment_logs;
 pub mod stream;
 
-pub use crate::config::{CoreConfig, FsyncPolicy, StreamConfig};
+pub use crate::config::{Cleanup, CoreConfig, FsyncPolicy, StreamConfig};
 pub use crate::core::{partition_for_key, Core, PatternSubscription};
 pub use crate::error::{Result, StreamError};
 pub use crate::log::{AppendOutcome, DurableTicket, LogFactory, PartitionLog, ReadResult};

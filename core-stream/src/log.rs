@@ -138,6 +138,15 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     /// Applies retention now, never deleting data at or after `keep_from` (still referenced
     /// by a queue); returns how many units (segments) were deleted.
     fn apply_retention(&self, now_ms: i64, keep_from: Option<i64>) -> Result<usize>;
+    /// Compacts closed segments when the stream's cleanup policy says so (see
+    /// [`crate::compaction`]); returns how many segments were rewritten.
+    fn compact(
+        &self,
+        _now_ms: i64,
+        _txn: Option<&dyn crate::compaction::TxnView>,
+    ) -> Result<usize> {
+        Ok(0)
+    }
     /// Moves the log start offset forward to `offset` (Kafka DeleteRecords); durable when it
     /// returns. Returns the log start offset after the call.
     fn delete_before(&self, offset: i64) -> Result<i64>;

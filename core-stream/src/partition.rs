@@ -135,6 +135,12 @@ impl Partition {
             }
         }
         let now = now_ms();
+        // A compaction interrupted by a crash leaves its unfinished copy: the original stands.
+        for e in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().ends_with(CLEANED_SUFFIX) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -158,11 +164,9 @@ impl Partition {
             }
             segments.push(seg);
         }
-        // Drop empty segments left behind by a crash between roll and first write, except the last.
-        while segments.len() > 1 && segments.last().is_some_and(|s| s.size == 0) {
-            let s = segments.pop().expect("checked");
-            let _ = s.delete();
-        }
+        // An empty last segment (a crash between roll and first write) stays: its name is the
+        // next offset, which the segment before it may no longer show (compaction can remove
+        // its last batches).
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, now, &files)?);
         }
@@ -569,6 +573,9 @@ impl Partition {
     pub fn apply_retention(&self, now: i64, keep_from: Option<i64>) -> Result<usize> {
         let (retention_ms, retention_bytes) = {
             let c = self.config.read().unwrap_or_else(|e| e.into_inner());
+            if !c.cleanup.delete {
+                return Ok(0);
+            }
             (c.retention_ms, c.retention_bytes)
         };
         let mut inner = self.lock();
@@ -634,6 +641,203 @@ impl Partition {
         info!(stream = %self.stream, partition = self.index, log_start = offset, "records deleted");
         Ok(offset)
     }
+}
+
+/// Suffix of a segment's compacted copy while it is written (renamed over the segment when
+/// complete).
+const CLEANED_SUFFIX: &str = ".cleaned";
+/// File in a partition directory holding the offset up to which the log was compacted.
+const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+
+impl Partition {
+    /// One compaction pass (see [`crate::compaction`]): when the stream compacts and enough
+    /// of its closed segments is not compacted yet, builds the key map over the partition up
+    /// to its last stable offset and rewrites the closed segments it covers. Returns how many
+    /// segments were rewritten.
+    pub fn compact(&self, now: i64, txn: Option<&dyn crate::compaction::TxnView>) -> Result<usize> {
+        use crate::compaction::{OffsetMap, Place};
+        let cleanup = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cleanup
+            .clone();
+        if !cleanup.compact {
+            return Ok(0);
+        }
+        let checkpoint = read_offset_file(&self.dir, CLEANER_CHECKPOINT)?.unwrap_or(i64::MIN);
+        let hw = self.high_watermark();
+        // Closed, durable segments: (base, next offset, size, max timestamp).
+        let (closed, log_start): (Vec<(i64, i64, u64, i64)>, i64) = {
+            let inner = self.lock();
+            let closed = inner.segments[..inner.segments.len() - 1]
+                .iter()
+                .filter(|s| inner.read_limit(s) == s.size)
+                .map(|s| (s.base_offset, s.next_offset, s.size, s.max_timestamp))
+                .collect();
+            (closed, inner.log_start)
+        };
+        if closed.is_empty() {
+            return Ok(0);
+        }
+        let total: u64 = closed.iter().map(|c| c.2).sum();
+        let dirty: u64 = closed
+            .iter()
+            .filter(|c| c.1 > checkpoint)
+            .map(|c| c.2)
+            .sum();
+        let overdue = cleanup.max_compaction_lag_ms < i64::MAX
+            && closed.iter().any(|c| {
+                c.1 > checkpoint
+                    && c.3 >= 0
+                    && c.3 < now.saturating_sub(cleanup.max_compaction_lag_ms)
+            });
+        if dirty == 0
+            || (dirty * 1000 < total * u64::from(cleanup.min_cleanable_dirty_permille) && !overdue)
+        {
+            return Ok(0);
+        }
+        let stable = txn.map_or(hw, |t| t.stable_offset(&self.stream, self.index as i32, hw));
+        let place = Place {
+            stream: &self.stream,
+            partition: self.index as i32,
+            txn,
+        };
+        // The map: every key's latest offset, up to the last stable offset.
+        let mut map = OffsetMap::starting_at(log_start);
+        let mut at = log_start;
+        'fill: while at < stable {
+            let r = self.read(at, 4 * 1024 * 1024)?;
+            if r.data.is_empty() {
+                break;
+            }
+            let mut data = r.data;
+            let mut moved = false;
+            while let Some((_, size)) = batch::peek_frame(&data) {
+                if size > data.len() {
+                    break;
+                }
+                let one = data.split_to(size);
+                let h = batch::parse_header(&one)?;
+                if h.last_offset() >= stable {
+                    break 'fill;
+                }
+                if !map.add(&one, &h, place)? {
+                    break 'fill;
+                }
+                at = h.last_offset() + 1;
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        // Segments wholly before the map's end, old enough to compact.
+        let min_lag_before = now.saturating_sub(cleanup.min_compaction_lag_ms);
+        let tombstones_before = now.saturating_sub(cleanup.delete_retention_ms);
+        let mut rewritten = 0;
+        let mut clean_end = checkpoint;
+        for (base, next, _, max_ts) in closed {
+            if next > map.end || (cleanup.min_compaction_lag_ms > 0 && max_ts > min_lag_before) {
+                break;
+            }
+            if self.rewrite_segment(base, &map, tombstones_before, place)? {
+                rewritten += 1;
+            }
+            clean_end = clean_end.max(next);
+        }
+        if clean_end > checkpoint {
+            write_offset_file(&self.dir, CLEANER_CHECKPOINT, clean_end)?;
+        }
+        if rewritten > 0 {
+            info!(stream = %self.stream, partition = self.index, segments = rewritten, keys = map.len(), "compacted");
+        }
+        Ok(rewritten)
+    }
+
+    /// Rewrites one closed segment through the cleaner; the copy replaces the segment by an
+    /// atomic rename. False when nothing changed (or the segment is gone meanwhile).
+    fn rewrite_segment(
+        &self,
+        base: i64,
+        map: &crate::compaction::OffsetMap,
+        tombstones_before: i64,
+        place: crate::compaction::Place<'_>,
+    ) -> Result<bool> {
+        use crate::compaction::{clean_batch, Cleaned};
+        use std::io::Write;
+        let (file, size, path) = {
+            let inner = self.lock();
+            let Some(seg) = inner.segments.iter().find(|s| s.base_offset == base) else {
+                return Ok(false);
+            };
+            (seg.file()?, seg.size, seg.path.clone())
+        };
+        let data = segment::read_batches(&file, 0, size as usize, size)?;
+        let mut out: Vec<u8> = Vec::with_capacity(data.len());
+        let mut changed = false;
+        let mut rest = data;
+        while let Some((_, len)) = batch::peek_frame(&rest) {
+            if len > rest.len() {
+                break;
+            }
+            let one = rest.split_to(len);
+            let h = batch::parse_header(&one)?;
+            match clean_batch(&one, &h, map, tombstones_before, place)? {
+                Cleaned::Same => out.extend_from_slice(&one),
+                Cleaned::Gone => changed = true,
+                Cleaned::Rebuilt(b) => {
+                    out.extend_from_slice(&b);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let tmp = path.with_file_name(format!("{}{CLEANED_SUFFIX}", segment::file_name(base)));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        let mut inner = self.lock();
+        let Some(i) = inner.segments.iter().position(|s| s.base_offset == base) else {
+            let _ = fs::remove_file(&tmp);
+            return Ok(false);
+        };
+        if inner.segments[i].size != size {
+            // Closed segments do not grow; a changed size means something else replaced it.
+            let _ = fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        let (seg, _) = Segment::open(&path, base, false, now_ms(), &self.files)?;
+        let old = std::mem::replace(&mut inner.segments[i], seg);
+        old.close();
+        Ok(true)
+    }
+}
+
+fn read_offset_file(dir: &Path, name: &str) -> Result<Option<i64>> {
+    match fs::read_to_string(dir.join(name)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces a small offset file atomically and durably (write, fsync, rename, fsync the dir).
+fn write_offset_file(dir: &Path, name: &str, offset: i64) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(offset.to_string().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// `(offset, timestamp)` of the first record of the batch at `pos` that satisfies `hit`
@@ -808,6 +1012,9 @@ impl crate::log::PartitionLog for Partition {
     }
     fn apply_retention(&self, now_ms: i64, keep_from: Option<i64>) -> Result<usize> {
         Partition::apply_retention(self, now_ms, keep_from)
+    }
+    fn compact(&self, now_ms: i64, txn: Option<&dyn crate::compaction::TxnView>) -> Result<usize> {
+        Partition::compact(self, now_ms, txn)
     }
     fn delete_before(&self, offset: i64) -> Result<i64> {
         Partition::delete_before(self, offset)

@@ -1012,7 +1012,8 @@ fn resolve(core: &Core, e: &Entry) -> Resolved {
     if e.offset >= log.high_watermark() {
         return Resolved::NotDurable(log, e.offset);
     }
-    let Ok(r) = log.read(e.offset, 64 * 1024) else {
+    // Just the batch holding the record (a read returns at least one whole batch).
+    let Ok(r) = log.read(e.offset, 1) else {
         return Resolved::Gone;
     };
     let mut data = r.data;

@@ -192,7 +192,7 @@ impl Segment {
                     break;
                 }
                 let at = (pos - buf_start) as usize;
-                if batch::validate(&buf[at..at + header.size]).is_err() {
+                if batch::validate_stored(&buf[at..at + header.size]).is_err() {
                     break;
                 }
             }

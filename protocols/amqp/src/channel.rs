@@ -333,6 +333,23 @@ impl Conn {
                 .await;
                 Ok(())
             }
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) if d.passive => {
+                // A passive declare names no type (the Java client sends an empty one).
+                if b.exchange(d.exchange.as_str()).is_none() || d.exchange.as_str().is_empty() {
+                    return Err(if d.exchange.as_str().is_empty() {
+                        AmqpError::access_refused("operation not permitted on the default exchange")
+                    } else {
+                        AmqpError::not_found(format!("no {}", exchange_ref(d.exchange.as_str())))
+                    });
+                }
+                self.reply(
+                    ch,
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                )
+                .await;
+                Ok(())
+            }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
                 let kind = ExchangeKind::parse(d.kind.as_str()).ok_or_else(|| {
                     AmqpError::precondition(format!("unknown exchange type '{}'", d.kind.as_str()))

@@ -103,15 +103,16 @@ const IGNORED: &str = "Accepted and reported for compatibility; Conflux does not
 
 /// Every topic config of Apache Kafka 4.x, by name. The ones Conflux acts on say how.
 pub static TOPIC_CONFIGS: [TopicConfigDef; 33] = [
-    def("cleanup.policy", L, "delete", Some("log.cleanup.policy"), Check::ListOf(&["delete"]),
-        "How old data is removed. Conflux deletes whole segments by age and size (delete); compaction is not built yet."),
+    def("cleanup.policy", L, "delete", Some("log.cleanup.policy"), Check::ListOf(&["delete", "compact"]),
+        "How old data is removed: delete (whole segments by age and size) and/or compact (the latest record of each key is kept in closed segments)."),
     def("compression.gzip.level", I, "-1", Some("compression.gzip.level"), Check::Range(-1, 9), IGNORED),
     def("compression.lz4.level", I, "9", Some("compression.lz4.level"), Check::Range(1, 17), IGNORED),
     def("compression.type", S, "producer", Some("compression.type"),
         Check::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
         "Codec of stored batches. Conflux always stores batches as the producer compressed them (producer)."),
     def("compression.zstd.level", I, "3", Some("compression.zstd.level"), Check::Range(-131072, 22), IGNORED),
-    def("delete.retention.ms", Lg, "86400000", Some("log.cleaner.delete.retention.ms"), Check::AtLeast(0), IGNORED),
+    def("delete.retention.ms", Lg, "86400000", Some("log.cleaner.delete.retention.ms"), Check::AtLeast(0),
+        "How long a tombstone of a compacted topic is kept once it is the latest record of its key."),
     def("file.delete.delay.ms", Lg, "60000", Some("log.segment.delete.delay.ms"), Check::AtLeast(0), IGNORED),
     def("flush.messages", Lg, LONG_MAX, Some("log.flush.interval.messages"), Check::AtLeast(1),
         "Conflux fsyncs every acknowledged write (group commit) under fsync=always, whatever this says."),
@@ -122,15 +123,18 @@ pub static TOPIC_CONFIGS: [TopicConfigDef; 33] = [
     def("leader.replication.throttled.replicas", L, "", None, Check::Any, IGNORED),
     def("local.retention.bytes", Lg, "-2", Some("log.local.retention.bytes"), Check::AtLeast(-2), IGNORED),
     def("local.retention.ms", Lg, "-2", Some("log.local.retention.ms"), Check::AtLeast(-2), IGNORED),
-    def("max.compaction.lag.ms", Lg, LONG_MAX, Some("log.cleaner.max.compaction.lag.ms"), Check::AtLeast(1), IGNORED),
+    def("max.compaction.lag.ms", Lg, LONG_MAX, Some("log.cleaner.max.compaction.lag.ms"), Check::AtLeast(1),
+        "A closed segment with records older than this is compacted whatever the dirty ratio."),
     def("max.message.bytes", I, "1048588", Some("message.max.bytes"), Check::AtLeast(0),
         "Largest record batch a produce may carry. Conflux enforces the broker's max_batch_bytes."),
     def("message.timestamp.after.max.ms", Lg, "3600000", Some("log.message.timestamp.after.max.ms"), Check::AtLeast(0), IGNORED),
     def("message.timestamp.before.max.ms", Lg, LONG_MAX, Some("log.message.timestamp.before.max.ms"), Check::AtLeast(0), IGNORED),
     def("message.timestamp.type", S, "CreateTime", Some("log.message.timestamp.type"), Check::OneOf(&["CreateTime"]),
         "Records keep the producer's timestamp (CreateTime); LogAppendTime is not supported."),
-    def("min.cleanable.dirty.ratio", D, "0.5", Some("log.cleaner.min.cleanable.ratio"), Check::Fraction(0.0, 1.0), IGNORED),
-    def("min.compaction.lag.ms", Lg, "0", Some("log.cleaner.min.compaction.lag.ms"), Check::AtLeast(0), IGNORED),
+    def("min.cleanable.dirty.ratio", D, "0.5", Some("log.cleaner.min.cleanable.ratio"), Check::Fraction(0.0, 1.0),
+        "Compaction runs when this share of the closed segments' bytes is not compacted yet."),
+    def("min.compaction.lag.ms", Lg, "0", Some("log.cleaner.min.compaction.lag.ms"), Check::AtLeast(0),
+        "Records younger than this are not compacted."),
     def("min.insync.replicas", I, "1", Some("min.insync.replicas"), Check::AtLeast(1),
         "In-sync replicas needed for acks=all. A single node always has exactly one."),
     def("preallocate", B, "false", Some("log.preallocate"), Check::Bool, IGNORED),
@@ -234,6 +238,22 @@ pub fn set(cfg: &mut StreamConfig, name: &str, value: &str) -> Result<(), Stream
             "retention.bytes" => cfg.retention_bytes = parse()?.max(-1),
             "segment.bytes" => cfg.segment_bytes = parse()? as u64,
             "segment.ms" => cfg.segment_ms = parse()?,
+            "cleanup.policy" => {
+                let policies: Vec<&str> = value.split(',').map(str::trim).collect();
+                cfg.cleanup.delete = policies.contains(&"delete");
+                cfg.cleanup.compact = policies.contains(&"compact");
+            }
+            "delete.retention.ms" => cfg.cleanup.delete_retention_ms = parse()?,
+            "min.compaction.lag.ms" => cfg.cleanup.min_compaction_lag_ms = parse()?,
+            "max.compaction.lag.ms" => cfg.cleanup.max_compaction_lag_ms = parse()?,
+            "min.cleanable.dirty.ratio" => {
+                let r: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(name, "not a number"))?;
+                cfg.cleanup.min_cleanable_dirty_permille =
+                    (r * 1000.0).round().clamp(0.0, 1000.0) as u32;
+            }
             _ => {}
         }
     }
@@ -248,6 +268,22 @@ pub fn unset(cfg: &mut StreamConfig, name: &str, defaults: &StreamConfig) {
         "retention.bytes" => cfg.retention_bytes = defaults.retention_bytes,
         "segment.bytes" | INTERNAL_SEGMENT_BYTES => cfg.segment_bytes = defaults.segment_bytes,
         "segment.ms" => cfg.segment_ms = defaults.segment_ms,
+        "cleanup.policy" => {
+            cfg.cleanup.delete = defaults.cleanup.delete;
+            cfg.cleanup.compact = defaults.cleanup.compact;
+        }
+        "delete.retention.ms" => {
+            cfg.cleanup.delete_retention_ms = defaults.cleanup.delete_retention_ms
+        }
+        "min.compaction.lag.ms" => {
+            cfg.cleanup.min_compaction_lag_ms = defaults.cleanup.min_compaction_lag_ms
+        }
+        "max.compaction.lag.ms" => {
+            cfg.cleanup.max_compaction_lag_ms = defaults.cleanup.max_compaction_lag_ms
+        }
+        "min.cleanable.dirty.ratio" => {
+            cfg.cleanup.min_cleanable_dirty_permille = defaults.cleanup.min_cleanable_dirty_permille
+        }
         _ => {}
     }
     cfg.extra.remove(name);
@@ -462,10 +498,10 @@ pub fn broker_entries(b: &BrokerSettings) -> Vec<BrokerEntry> {
         ),
         fixed(
             "log.cleaner.enable",
-            "false",
+            "true",
             Boolean,
             true,
-            "Compaction is not built yet.",
+            "Topics with cleanup.policy=compact are compacted (checked with retention, every retention_check_interval_ms).",
         ),
         fixed(
             "log.cleanup.policy",
@@ -647,7 +683,11 @@ mod tests {
         assert!(set(&mut cfg, "no.such.config", "1").is_err());
         assert!(set(&mut cfg, "segment.bytes", "13").is_err());
         assert!(set(&mut cfg, "retention.ms", "-2").is_err());
-        assert!(set(&mut cfg, "cleanup.policy", "compact").is_err());
+        set(&mut cfg, "cleanup.policy", "compact,delete").unwrap();
+        assert!(cfg.cleanup.compact && cfg.cleanup.delete);
+        set(&mut cfg, "min.cleanable.dirty.ratio", "0.01").unwrap();
+        assert_eq!(cfg.cleanup.min_cleanable_dirty_permille, 10);
+        assert!(set(&mut cfg, "cleanup.policy", "shred").is_err());
         assert!(set(&mut cfg, "min.cleanable.dirty.ratio", "1.5").is_err());
     }
 }

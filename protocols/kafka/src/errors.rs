@@ -108,6 +108,8 @@ pub mod code {
     pub const CONCURRENT_TRANSACTIONS: i16 = 51;
     /// A newer producer with the same transactional id exists.
     pub const PRODUCER_FENCED: i16 = 90;
+    /// A record the topic cannot take (a record without a key for a compacted topic).
+    pub const INVALID_RECORD: i16 = 87;
     /// Disk failure.
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     /// Fetch session not found (sessions are never created here).

@@ -105,6 +105,7 @@ pub async fn serve(
 ) {
     let groups = group::GroupCoordinator::new(core.clone(), config.group_initial_rebalance_delay);
     let txn = txn::TxnCoordinator::open(core.clone()).await;
+    core.set_txn_view(txn.clone());
     let limits = ListenerLimits {
         protocol: "kafka",
         max_connections: config.max_connections,

@@ -725,6 +725,25 @@ impl TxnCoordinator {
     }
 }
 
+impl core_stream::compaction::TxnView for TxnCoordinator {
+    fn is_aborted(&self, stream: &str, partition: i32, producer_id: i64, offset: i64) -> bool {
+        let st = self.lock();
+        st.aborted
+            .get(&(stream.to_string(), partition))
+            .is_some_and(|l| {
+                l.iter().any(|a| {
+                    a.producer_id == producer_id
+                        && a.first_offset <= offset
+                        && offset <= a.last_offset
+                })
+            })
+    }
+
+    fn stable_offset(&self, stream: &str, partition: i32, hw: i64) -> i64 {
+        self.last_stable_offset(stream, partition, hw)
+    }
+}
+
 /// Runs the timeout check until the broker stops.
 pub async fn run_timeouts(c: Arc<TxnCoordinator>, mut stop: conflux_net::Shutdown) {
     loop {

@@ -499,8 +499,8 @@ pub fn alter_configs(b: &KafkaBroker, req: AlterConfigsRequest) -> AlterConfigsR
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-/// IncrementalAlterConfigs: SET (0) and DELETE (1) per setting; APPEND/SUBTRACT (2/3) apply
-/// only to list settings, which topics here do not have.
+/// IncrementalAlterConfigs: SET (0) and DELETE (1) per setting; APPEND/SUBTRACT (2/3) for
+/// the list setting `cleanup.policy`.
 pub fn incremental_alter_configs(
     b: &KafkaBroker,
     req: IncrementalAlterConfigsRequest,
@@ -513,12 +513,35 @@ pub fn incremental_alter_configs(
             let r = Resp::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            let current = (res.resource_type == 2)
+                .then(|| b.core.stream(&res.resource_name))
+                .flatten()
+                .and_then(|st| st.config().extra.get("cleanup.policy").cloned())
+                .unwrap_or_else(|| "delete".to_string());
+            let list_op = |add: bool, v: &str| {
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                for x in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                    if add && !items.iter().any(|i| i == x) {
+                        items.push(x.to_string());
+                    } else if !add {
+                        items.retain(|i| i != x);
+                    }
+                }
+                items.join(",")
+            };
             let ops: Result<Vec<ConfigOp>, (i16, String)> = res
                 .configs
                 .into_iter()
                 .map(|c| match (c.config_operation, c.value) {
                     (0, Some(v)) => Ok(ConfigOp::Set(c.name.to_string(), v.to_string())),
                     (1, _) => Ok(ConfigOp::Unset(c.name.to_string())),
+                    (op @ (2 | 3), Some(v)) if c.name.as_str() == "cleanup.policy" => Ok(
+                        ConfigOp::Set(c.name.to_string(), list_op(op == 2, v.as_str())),
+                    ),
                     (op, _) => Err((
                         code::INVALID_CONFIG,
                         format!("operation {op} is not valid for {}", c.name.as_str()),

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use super::metadata::resolve_topic;
@@ -47,6 +50,33 @@ pub fn handle(
                 }
             };
             let records = p.records.unwrap_or_default();
+            // A compacted topic keeps the latest record per key: a record without one is
+            // refused (INVALID_RECORD with the index of each, as Kafka answers).
+            if stream.config().cleanup.compact {
+                if let Some(keyless) = keyless_records(&records) {
+                    let errors = keyless
+                        .into_iter()
+                        .map(|i| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(i)
+                                .with_batch_index_error_message(Some(StrBytes::from_static_str(
+                                    "Compacted topic cannot accept message without key",
+                                )))
+                        })
+                        .collect();
+                    slots.push(Slot::Done(
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code::INVALID_RECORD)
+                            .with_base_offset(-1)
+                            .with_record_errors(errors)
+                            .with_error_message(Some(StrBytes::from_static_str(
+                                "One or more records have been rejected due to missing keys for a compacted topic",
+                            ))),
+                    ));
+                    continue;
+                }
+            }
             // A transactional produce: its producer must own the open transaction, which
             // must hold this partition.
             let tid = req.transactional_id.as_ref().map(|t| t.0.to_string());
@@ -119,6 +149,33 @@ pub fn handle(
             ProduceResponse::default().with_responses(responses),
         ))
     }
+}
+
+/// Indexes (over the record set) of records without a key, or `None` when every record has
+/// one. A batch that cannot be decoded is left to the append's validation.
+fn keyless_records(records: &bytes::Bytes) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    let mut rest = records.clone();
+    let mut index = 0i32;
+    while let Some((_, size)) = core_stream::batch::peek_frame(&rest) {
+        if size > rest.len() {
+            break;
+        }
+        let one = rest.split_to(size);
+        if core_stream::batch::parse_header(&one).is_ok_and(|h| h.is_control()) {
+            continue;
+        }
+        let Ok(recs) = core_stream::batch::decode_records(&one) else {
+            return None;
+        };
+        for r in recs {
+            if r.key.is_none() {
+                out.push(index);
+            }
+            index += 1;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Answers a Produce v0-v2 request (advertised for old librdkafka, KAFKA-18659, but carrying
