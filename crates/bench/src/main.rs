@@ -401,8 +401,10 @@ async fn fanout(addr: String, subscribers: usize, rate: u64, messages: usize, qo
     let run = run_id();
     let topic = format!("bench/{run}/fan");
     let epoch = Instant::now();
-    let received = Arc::new(AtomicU64::new(0));
+    // One counter per subscriber: each task ends (and reports its latencies) once it has
+    // every message.
     let total = (subscribers * messages) as u64;
+    let mut counters = Vec::new();
     let mut subs = Vec::new();
     for i in 0..subscribers {
         let (mut rd, mut wr) = mqtt::open(&addr, &format!("fsub-{run}-{i}"), true, 300)
@@ -411,11 +413,13 @@ async fn fanout(addr: String, subscribers: usize, rate: u64, messages: usize, qo
         mqtt::subscribe_and_wait(&mut rd, &mut wr, &topic, qos)
             .await
             .expect("subscribe");
+        let received = Arc::new(AtomicU64::new(0));
+        counters.push(received.clone());
         subs.push(tokio::spawn(subscriber_loop(
             rd,
             wr,
-            received.clone(),
-            u64::MAX,
+            received,
+            messages as u64,
             epoch,
             true,
         )));
@@ -436,15 +440,18 @@ async fn fanout(addr: String, subscribers: usize, rate: u64, messages: usize, qo
         mqtt::publish(&mut out, &topic, &payload, qos, (i % 65535 + 1) as u16);
         pwr.write_all(&out).await.expect("publish");
     }
+    let got = |cs: &[Arc<AtomicU64>]| cs.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while got(&counters) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
-    let got = received.load(Ordering::Relaxed);
+    let got = got(&counters);
     let mut all = Vec::new();
     for s in subs {
-        s.abort();
+        if !s.is_finished() {
+            s.abort();
+        }
         if let Ok(l) = s.await {
             all.extend(l);
         }

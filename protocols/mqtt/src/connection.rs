@@ -299,7 +299,7 @@ async fn write_loop<W: Writer>(
     alias_max: u16,
     acks_in: Arc<AtomicI32>,
 ) {
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     let mut aliases: HashMap<String, u16> = HashMap::new();
     let mut next: Option<Pending> = None;
     'outer: loop {
@@ -348,6 +348,10 @@ async fn write_loop<W: Writer>(
                 break;
             }
             out.clear();
+            if rx.is_empty() {
+                // Nothing more to write: an idle connection holds no write buffer.
+                out = BytesMut::new();
+            }
         }
     }
     if !out.is_empty() {
@@ -449,6 +453,10 @@ impl Conn {
                     Ok(None) => {
                         if let Some(end) = self.flush_publishes().await {
                             return end;
+                        }
+                        if buf.is_empty() && buf.capacity() > 0 {
+                            // Everything read was handled: give the buffer back while idle.
+                            *buf = BytesMut::new();
                         }
                         break;
                     }
@@ -648,7 +656,9 @@ impl Conn {
         }
         if p.qos > 0 {
             let n = self.acks_in.fetch_add(1, Ordering::AcqRel) + 1;
-            if n > i32::from(self.b.config.receive_maximum) {
+            // MQTT 3.1.1 has no Receive Maximum: its clients are slowed by the bounded writer
+            // queue instead (the read waits), as Mosquitto does.
+            if self.v == Version::V5 && n > i32::from(self.b.config.receive_maximum) {
                 warn!(client_id = %self.client_id, "client exceeded the Receive Maximum; closing");
                 return self.fatal(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
             }

@@ -32,6 +32,10 @@ pub trait Writer: Send + 'static {
 
 impl Reader for OwnedReadHalf {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() == 0 {
+            // An idle connection holds no read buffer: it is allocated when bytes arrive.
+            self.readable().await?;
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }

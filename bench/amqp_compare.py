@@ -1,0 +1,911 @@
+#!/usr/bin/env python3
+"""Conflux's AMQP 0-9-1 front-end side by side with RabbitMQ (Debian's package) in ONE run.
+
+Both brokers run on loopback on this machine, one after the other, each started by this script
+as the current user with its state in a temporary directory on OS-chosen free ports (RabbitMQ
+with its own epmd on a free port too; the system service is never touched). The load comes from
+RabbitMQ's own PerfTest (com.rabbitmq:perf-test from Maven Central, run from a local classpath)
+and, for the idle connections, pika. Brokers alternate and the rounds repeat; the result is a
+table of medians, ranges and Conflux/RabbitMQ ratios.
+
+Scenarios (per round and broker; every run is --duration seconds unless stated):
+  idle        on the freshly started broker: --connections idle AMQP connections (pika, one
+              channel each, heartbeat off) held; the broker's VmRSS before and while held;
+              then the peak-RSS counter is reset (/proc/<pid>/clear_refs 5) for the load runs;
+  warm-up     untimed: 1 publisher + 1 consumer, confirms, persistent, 1 KiB, --warmup s;
+  publish     1 publisher, publisher confirms (--confirm in flight), persistent messages to one
+              durable queue, no consumer; 1 KiB and 100 B bodies: confirmed msgs/s;
+  consume     1 consumer drains the 1 KiB queue the publish run filled (manual ack, prefetch
+              --prefetch, multi-ack every --multi-ack): msgs/s, until empty (at most 2 × duration);
+  latency     1 publisher at --rate msgs/s (confirms, persistent, 1 KiB) -> durable queue -> 1
+              consumer (same ack settings): publish -> deliver p50/p99 (PerfTest's consumer latency);
+  fan-out     1 publisher (confirms, persistent, 1 KiB, unthrottled) -> fanout exchange -> 10
+              durable queues -> 10 consumers: published msgs/s, deliveries/s, p50/p99;
+  memory      the broker's VmHWM over warm-up + load runs (for RabbitMQ: the beam.smp process).
+The rate figures are the mean of PerfTest's per-second samples without the first (JVM and
+connection start-up) and, for the drain, the last (partial) one. The broker's CPU time
+(/proc/<pid>/stat) is sampled around every run. Queues are deleted (pika) after each scenario.
+
+Durability: both brokers confirm a persistent message to a durable queue only once it is on disk:
+Conflux (`--fsync always`, its default) fsyncs before every publisher confirm (group commit) and
+consumers only ever see fsync'd messages; RabbitMQ (classic queues, 3.10's default v1) confirms a
+persistent message on a durable queue after its message store / queue index fsync (batched), OR
+once every queue it went to has delivered and had it acked (then it may never be written), and it
+delivers to consumers before the fsync.
+
+Usage:  .venv/bin/python bench/amqp_compare.py                 # 3 rounds, ~7-8 min
+        .venv/bin/python bench/amqp_compare.py --help
+Results go in docs/BENCHMARKS.md with the machine and the command.
+"""
+
+import argparse
+import datetime
+import glob
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PERF_TEST_VERSION = "2.22.1"
+RABBITMQ_LIB = "/usr/lib/rabbitmq/bin"  # Debian's real scripts (/usr/sbin/rabbitmq-server su's to rabbitmq)
+
+
+def raise_nofile():
+    """preexec_fn / self: as many file descriptors as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, 1 << 20)), hard))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def proc_status(pid, key):
+    """A /proc/<pid>/status field in KiB (VmRSS, VmHWM), NaN if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_hwm(pid):
+    """Resets a process's VmHWM to its current RSS (Linux >= 4.0)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_secs(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except OSError:
+        return float("nan")
+
+
+def stop_proc(proc, wait=30):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# Brokers
+
+class Conflux:
+    name, key = "Conflux", "conflux"
+    durability = ("`conflux serve --fsync always` (its default): a persistent message is fsync'd before its "
+                  "publisher confirm (group commit: publishes in flight share one fsync); consumers only get "
+                  "fsync'd messages")
+
+    def __init__(self, binary, workdir):
+        self.binary, self.workdir = binary, workdir
+        self.proc = self.data = self.port = self.log = None
+
+    def start(self):
+        self.data = tempfile.mkdtemp(prefix="conflux-", dir=self.workdir)
+        self.log = open(os.path.join(self.data, "broker.log"), "w+")
+        args = [self.binary, "serve", "--data-dir", os.path.join(self.data, "d"),
+                "--kafka-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
+                "--mqtt-ws-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0",
+                "--http-listen", "127.0.0.1:0", "--fsync", "always"]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(args, stderr=self.log, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+        while time.monotonic() < t0 + 30:
+            self.log.seek(0)
+            text = self.log.read()
+            m = re.search(r"listener bound protocol=amqp addr=127\.0\.0\.1:(\d+)", text)
+            if m and "listener bound protocol=kafka" in text:  # the kafka line comes last: ready
+                self.port = int(m.group(1))
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.log.seek(0)
+        raise RuntimeError("Conflux did not start: " + self.log.read()[-2000:])
+
+    def pid(self):
+        return self.proc.pid
+
+    def log_size(self):
+        return os.path.getsize(self.log.name) if self.log else 0
+
+    def warnings_since(self, offset):
+        if not self.log:
+            return []
+        with open(self.log.name, errors="replace") as f:
+            f.seek(offset)
+            return [l.strip() for l in f if " WARN " in l or " ERROR " in l]
+
+    def stop(self):
+        stop_proc(self.proc)
+        self.proc = None
+        if self.log:
+            self.log.close()
+            self.log = None
+        if self.data:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.data = None
+
+
+RABBITMQ_CONF = """\
+# written by bench/amqp_compare.py
+listeners.tcp.1 = 127.0.0.1:{port}
+log.file.level = warning
+log.console = false
+"""
+
+
+class RabbitMQ(Conflux):
+    name, key = "RabbitMQ", "rabbitmq"
+    durability = ("classic durable queues (3.10's default, CQ v1), persistent messages: a publisher confirm is "
+                  "sent once the message store / queue index is fsync'd (batched, like a group commit) -- or, "
+                  "for a message that every queue has already delivered and had acked, without any write; "
+                  "consumers get messages before they are fsync'd")
+
+    def __init__(self, workdir):
+        super().__init__(None, workdir)
+        self.server = self.epmd = self.env = None
+        self.beam_pid = None
+
+    def _env(self, d, port, epmd_port, dist_port):
+        env = dict(os.environ)
+        env.update({
+            "RABBITMQ_NODENAME": f"amqpbench{os.getpid()}x{port}@localhost",
+            "RABBITMQ_CONF_ENV_FILE": f"{d}/rabbitmq-env.conf",
+            "RABBITMQ_CONFIG_FILE": f"{d}/rabbitmq.conf",
+            "RABBITMQ_ADVANCED_CONFIG_FILE": f"{d}/advanced.config",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{d}/enabled_plugins",
+            "RABBITMQ_MNESIA_BASE": f"{d}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{d}/log",
+            "RABBITMQ_PID_FILE": f"{d}/rabbit.pid",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        })
+        return env
+
+    def start(self):
+        if not os.access(f"{RABBITMQ_LIB}/rabbitmq-server", os.X_OK):
+            raise RuntimeError(f"no {RABBITMQ_LIB}/rabbitmq-server: apt-get install -y rabbitmq-server")
+        d = self.data = tempfile.mkdtemp(prefix="rabbitmq-", dir=self.workdir)
+        os.makedirs(f"{d}/mnesia")
+        os.makedirs(f"{d}/log")
+        self.port, epmd_port, dist_port = free_port(), free_port(), free_port()
+        self.env = self._env(d, self.port, epmd_port, dist_port)
+        open(f"{d}/rabbitmq-env.conf", "w").close()
+        with open(f"{d}/enabled_plugins", "w") as f:
+            f.write("[].\n")
+        with open(f"{d}/advanced.config", "w") as f:
+            f.write("[].\n")
+        with open(f"{d}/rabbitmq.conf", "w") as f:
+            f.write(RABBITMQ_CONF.format(port=self.port))
+        self.log = open(os.path.join(d, "stdout.log"), "w+")
+        t0 = time.monotonic()
+        # our own epmd, loopback only, on a free port, in its own process so it can be stopped by PID
+        self.epmd = subprocess.Popen(["epmd", "-address", "127.0.0.1", "-port", str(epmd_port)],
+                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        while not port_open(epmd_port):
+            if self.epmd.poll() is not None or time.monotonic() > t0 + 10:
+                raise RuntimeError("epmd did not start")
+            time.sleep(0.05)
+        self.server = subprocess.Popen([f"{RABBITMQ_LIB}/rabbitmq-server"], cwd=d, env=self.env, stdout=self.log,
+                                       stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=raise_nofile)
+        w = subprocess.run([f"{RABBITMQ_LIB}/rabbitmqctl", "-q", "wait", "--timeout", "120", f"{d}/rabbit.pid"],
+                           env=self.env, capture_output=True, text=True)
+        if w.returncode == 0:
+            with open(f"{d}/rabbit.pid") as f:
+                self.beam_pid = int(f.read().strip())
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if port_open(self.port):
+                    return time.monotonic() - t0
+                time.sleep(0.1)
+        self.log.seek(0)
+        raise RuntimeError(f"RabbitMQ did not start ({w.stderr.strip()[-300:]}): " + self.log.read()[-1500:])
+
+    def pid(self):
+        return self.beam_pid
+
+    def log_size(self):
+        return sum(os.path.getsize(p) for p in glob.glob(f"{self.data}/log/*.log")) if self.data else 0
+
+    def warnings_since(self, _offset):
+        return []  # its log is not parsed; it stays in the data dir only while the broker runs
+
+    def stop(self):
+        if self.server is not None and self.server.poll() is None:
+            subprocess.run([f"{RABBITMQ_LIB}/rabbitmqctl", "-q", "stop"], env=self.env, capture_output=True,
+                           timeout=90)
+            stop_proc(self.server)
+        self.server = None
+        if self.beam_pid:
+            try:  # rabbitmqctl stop waits for the VM; make sure by its PID
+                os.kill(self.beam_pid, 0)
+                os.kill(self.beam_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.beam_pid = None
+        stop_proc(self.epmd, 5)
+        self.epmd = None
+        if self.log:
+            self.log.close()
+            self.log = None
+        if self.data:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.data = None
+
+
+# --------------------------------------------------------------------------------------------
+# Load: PerfTest (Java) and pika
+
+def ensure_perf_test(cache):
+    """PerfTest and its runtime dependencies from Maven Central in cache/<version>/lib."""
+    lib = os.path.join(cache, PERF_TEST_VERSION, "lib")
+    if glob.glob(os.path.join(lib, f"perf-test-{PERF_TEST_VERSION}.jar")):
+        return lib
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, "pom.xml"), "w") as f:
+        f.write(f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>conflux.bench</groupId><artifactId>perf-test-fetch</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>com.rabbitmq</groupId><artifactId>perf-test</artifactId><version>{PERF_TEST_VERSION}</version></dependency>
+  </dependencies>
+</project>
+""")
+    r = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
+                        "-DincludeScope=runtime"], cwd=cache, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("mvn could not fetch PerfTest:\n" + (r.stdout + r.stderr)[-2000:])
+    return lib
+
+
+SAMPLE = re.compile(r"time:? ([\d.]+) ?s, (.*)")
+RATE = re.compile(r"(sent|confirmed|nacked|received): (\d+) msg/s")
+
+
+def parse_perf_test(out):
+    """PerfTest's default console output -> per-second samples and its final summary."""
+    samples, summary = [], {}
+    for line in out.splitlines():
+        m = SAMPLE.search(line)
+        if m and "msg/s" in line:
+            s = {"t": float(m.group(1))}
+            for k, v in RATE.findall(m.group(2)):
+                s[k] = int(v)
+            samples.append(s)
+            continue
+        m = re.search(r"(sending|receiving) rate avg: (\d+) msg/s", line)
+        if m:
+            summary[f"{m.group(1)}_avg"] = int(m.group(2))
+        m = re.search(r"(confirm|consumer) latency min/median/75th/95th/99th (\d+)/(\d+)/(\d+)/(\d+)/(\d+) µs", line)
+        if m:
+            v = [int(x) / 1000 for x in m.groups()[1:]]
+            summary[f"{m.group(1)}_lat_ms"] = dict(zip(("min", "p50", "p75", "p95", "p99"), v))
+    return samples, summary
+
+
+def steady_rate(samples, field, drop_last=False):
+    """Mean of the per-second samples of a field, without the first (start-up) and optionally the last."""
+    vals = [s[field] for s in samples if field in s]
+    if len(vals) > 2:
+        vals = vals[1:]
+        if drop_last and len(vals) > 2:
+            vals = vals[:-1]
+    return statistics.mean(vals) if vals else float("nan")
+
+
+def run_perf_test(a, broker, args, timeout):
+    """Runs PerfTest against the broker; returns its samples/summary plus broker and client CPU seconds."""
+    pid = broker.pid()
+    log0 = broker.log_size()
+    uri = f"amqp://guest:guest@127.0.0.1:{broker.port}"
+    cmd = ["java", f"-Xmx{a.java_heap}", "-cp", os.path.join(a.perf_test_lib, "*"), "com.rabbitmq.perf.PerfTest",
+           "-h", uri, *args]
+    c0, t0 = cpu_secs(pid), time.monotonic()
+    out = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        _, status, ru = os.wait4(p.pid, 0) if timeout is None else wait_timeout(p, timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rc = os.waitstatus_to_exitcode(status) if status is not None else -9
+    wall = time.monotonic() - t0
+    c1 = cpu_secs(pid)
+    out.seek(0)
+    text = out.read()
+    out.close()
+    samples, summary = parse_perf_test(text)
+    warns = broker.warnings_since(log0)
+    errs = [l for l in text.splitlines() if re.search(r"Exception|ERROR|reply-code=[1-9]", l)]
+    if rc != 0 or not samples:
+        raise RuntimeError(f"PerfTest {' '.join(args)} failed (rc={rc}): " + " | ".join(errs[:4] or text.splitlines()[-4:])
+                           + (f"; broker logged: {' | '.join(warns[-3:])}" if warns else ""))
+    r = {"samples": samples, **summary, "wall_secs": wall, "broker_cpu_secs": c1 - c0,
+         "client_cpu_secs": (ru.ru_utime + ru.ru_stime) if ru else float("nan")}
+    if errs:
+        r["client_errors"] = errs[:10]
+    if warns:
+        r["broker_warnings"] = warns[-20:]
+    return r
+
+
+def wait_timeout(p, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return pid, status, ru
+        time.sleep(0.05)
+    p.kill()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = -9
+    return p.pid, None, ru
+
+
+def admin(broker):
+    import pika
+    params = pika.ConnectionParameters("127.0.0.1", broker.port, credentials=pika.PlainCredentials("guest", "guest"),
+                                       heartbeat=0, blocked_connection_timeout=30, socket_timeout=10)
+    return pika.BlockingConnection(params)
+
+
+def queue_depth(broker, queue):
+    conn = admin(broker)
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def cleanup(broker, queues=(), exchanges=()):
+    """Deletes the scenario's queues and exchanges so the next one starts from nothing; errors are ignored."""
+    import pika
+    try:
+        conn = admin(broker)
+    except Exception:  # noqa: BLE001
+        return
+    try:
+        for q in queues:
+            try:
+                ch = conn.channel()
+                ch.queue_delete(q)
+                ch.close()
+            except pika.exceptions.AMQPError:
+                pass
+        for e in exchanges:
+            try:
+                ch = conn.channel()
+                ch.exchange_delete(e)
+                ch.close()
+            except pika.exceptions.AMQPError:
+                pass
+    finally:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios
+
+def common(a, size):
+    return ["-s", str(size), "-f", "persistent", "-ad", "false"]
+
+
+def consumer_args(a):
+    return ["-q", str(a.prefetch), "-A", str(a.multi_ack)]
+
+
+def warmup(a, b):
+    r = run_perf_test(a, b, ["-x", "1", "-y", "1", "-c", str(a.confirm), *common(a, 1024), *consumer_args(a),
+                             "-u", "bench-warmup", "-z", str(a.warmup)], timeout=a.warmup + 60)
+    cleanup(b, ["bench-warmup"])
+    return {"confirmed_per_sec": steady_rate(r["samples"], "confirmed"), "wall_secs": r["wall_secs"],
+            "broker_cpu_secs": r["broker_cpu_secs"], "client_cpu_secs": r["client_cpu_secs"]}
+
+
+def publish(a, b, size, queue):
+    args = ["-x", str(a.publishers), "-y", "0", "-c", str(a.confirm), *common(a, size), "-u", queue,
+            "-z", str(a.duration)]
+    r = run_perf_test(a, b, args, timeout=a.duration + 60)
+    os.sync()  # untimed: this run's write-back must not land in the next one's time
+    r["msgs_per_sec"] = steady_rate(r["samples"], "confirmed")
+    r["sent_per_sec"] = steady_rate(r["samples"], "sent")
+    r["nacked"] = sum(s.get("nacked", 0) for s in r["samples"])
+    r["confirmed_sum"] = sum(s.get("confirmed", 0) for s in r["samples"])  # cross-check for the queue depth
+    try:
+        r["queue_depth"] = queue_depth(b, queue)
+    except Exception as e:  # noqa: BLE001
+        r["queue_depth_error"] = str(e)[:300]
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, r.get("queue_depth") or 1) * 1e6
+    r["args"] = args
+    return r
+
+
+def consume(a, b, queue):
+    depth = queue_depth(b, queue)
+    args = ["-x", "0", "-y", "1", *consumer_args(a), *common(a, 1024), "-u", queue, "-ew", "empty",
+            "-z", str(2 * a.duration)]
+    r = run_perf_test(a, b, args, timeout=2 * a.duration + 60)
+    r["queue_depth_before"] = depth
+    r["msgs_per_sec"] = steady_rate(r["samples"], "received", drop_last=True)
+    try:
+        r["queue_depth_after"] = queue_depth(b, queue)
+    except Exception as e:  # noqa: BLE001
+        r["queue_depth_error"] = str(e)[:300]
+    consumed = depth - r.get("queue_depth_after", depth)
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, consumed) * 1e6
+    r["args"] = args
+    return r
+
+
+def latency(a, b, rate):
+    q = f"bench-lat-{rate}"
+    args = ["-x", "1", "-y", "1", "-r", str(rate), "-c", str(a.confirm), *common(a, 1024), *consumer_args(a),
+            "-u", q, "-z", str(a.duration)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.duration + 60)
+    finally:
+        cleanup(b, [q])
+    lat = r.get("consumer_lat_ms", {})
+    r["p50_ms"], r["p99_ms"] = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    r["received_per_sec"] = steady_rate(r["samples"], "received")
+    r["args"] = args
+    return r
+
+
+def fanout(a, b):
+    n = a.fanout_queues
+    args = ["-x", "1", "-y", str(n), "-c", str(a.confirm), *common(a, 1024), *consumer_args(a),
+            "-e", "bench-fanout", "-t", "fanout", "--queue-pattern", "bench-fo-%d", "--queue-pattern-from", "1",
+            "--queue-pattern-to", str(n), "-z", str(a.duration)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.duration + 60)
+        os.sync()
+    finally:
+        cleanup(b, [f"bench-fo-{i}" for i in range(1, n + 1)], ["bench-fanout"])
+    r["published_per_sec"] = steady_rate(r["samples"], "confirmed")
+    r["deliveries_per_sec"] = steady_rate(r["samples"], "received")
+    lat = r.get("consumer_lat_ms", {})
+    r["p50_ms"], r["p99_ms"] = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, r["deliveries_per_sec"] * a.duration) * 1e6
+    r["args"] = args
+    return r
+
+
+def idle_conns(a, b):
+    """--connections idle connections (one channel each) on a freshly started broker: VmRSS before and held."""
+    import pika
+    pid = b.pid()
+    time.sleep(1.0)
+    before = proc_status(pid, "VmRSS")
+    c0 = cpu_secs(pid)
+    params = pika.ConnectionParameters("127.0.0.1", b.port, credentials=pika.PlainCredentials("guest", "guest"),
+                                       heartbeat=0, socket_timeout=10, connection_attempts=1)
+    conns, failed, first_error = [], 0, None
+    t0 = time.monotonic()
+    for _ in range(a.connections):
+        try:
+            c = pika.BlockingConnection(params)
+            c.channel()
+            conns.append(c)
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            first_error = first_error or repr(e)[:300]
+    open_secs = time.monotonic() - t0
+    samples = []
+    for _ in range(int(a.hold / 0.5)):
+        time.sleep(0.5)
+        samples.append(proc_status(pid, "VmRSS"))
+    for c in conns:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001
+            pass
+    held = max(samples) if samples else float("nan")
+    r = {"held": len(conns), "refused": failed, "open_secs": open_secs, "rss_before_kib": before,
+         "rss_held_kib": held, "kib_per_conn": (held - before) / max(1, len(conns)),
+         "broker_cpu_secs": cpu_secs(pid) - c0, "wall_secs": time.monotonic() - t0,
+         "peak_mib": proc_status(pid, "VmHWM") / 1024}
+    if first_error:
+        r["first_error"] = first_error
+    return r
+
+
+def run_round(a, b, round_no):
+    res = {}
+
+    def step(key, fn):
+        la = os.getloadavg()[0]
+        try:
+            res[key] = fn()
+        except Exception as e:  # noqa: BLE001 -- one failing scenario must not end the run
+            print(f"   !! {b.name} {key}: {e}", flush=True)
+            res[key] = {"error": str(e)[:800]}
+            return
+        res[key]["loadavg_before"] = la
+        print(f"   {key:<14} {summary(key, res[key])}", flush=True)
+
+    secs = b.start()
+    res["start_secs"] = secs
+    print(f"-- round {round_no}: {b.name} on 127.0.0.1:{b.port} (pid {b.pid()}, started in {secs:.1f} s, "
+          f"load {os.getloadavg()[0]:.2f})", flush=True)
+    try:
+        if "idle" in a.scenarios:
+            step("idle", lambda: idle_conns(a, b))
+            time.sleep(1)
+        reset_hwm(b.pid())
+        res["rss_load_start_mib"] = proc_status(b.pid(), "VmRSS") / 1024
+        step("warmup", lambda: warmup(a, b))
+        if "publish" in a.scenarios:
+            step("publish_1024", lambda: publish(a, b, 1024, "bench-q-1024"))
+            step("publish_100", lambda: publish(a, b, 100, "bench-q-100"))
+            cleanup(b, ["bench-q-100"])
+            if "consume" in a.scenarios:
+                step("consume_1024", lambda: consume(a, b, "bench-q-1024"))
+            cleanup(b, ["bench-q-1024"])
+        if "latency" in a.scenarios:
+            for rate in a.rates:
+                step(f"latency_{rate}", lambda rate=rate: latency(a, b, rate))
+        if "fanout" in a.scenarios:
+            step("fanout", lambda: fanout(a, b))
+        res["rss"] = {"peak_mib": proc_status(b.pid(), "VmHWM") / 1024, "end_mib": proc_status(b.pid(), "VmRSS") / 1024}
+        print(f"   peak RSS over the load runs {res['rss']['peak_mib']:.1f} MiB", flush=True)
+    finally:
+        b.stop()
+    return res
+
+
+def summary(key, r):
+    cpu = (f"broker CPU {r['broker_cpu_secs']:.1f} s / {r['wall_secs']:.1f} s wall "
+           f"({r['broker_cpu_secs'] / r['wall_secs'] * 100:.0f} %)") if r.get("wall_secs") else ""
+    if key == "warmup":
+        return f"{r['confirmed_per_sec']:>9,.0f} msg/s confirmed  {cpu}"
+    if key.startswith("publish"):
+        extra = f"  !! {r['nacked']} nacked" if r.get("nacked") else ""
+        return (f"{r['msgs_per_sec']:>9,.0f} msg/s confirmed (PerfTest avg {r.get('sending_avg', 0):,})  queue depth "
+                f"{r.get('queue_depth', '?'):,} (samples sum {r['confirmed_sum']:,})  confirm p50/p99 {r['confirm_lat_ms']['p50']:.2f}/"
+                f"{r['confirm_lat_ms']['p99']:.2f} ms  {cpu}{extra}")
+    if key.startswith("consume"):
+        return (f"{r['msgs_per_sec']:>9,.0f} msg/s  drained {r['queue_depth_before']:,} -> "
+                f"{r.get('queue_depth_after', '?'):,}  {cpu}")
+    if key.startswith("latency"):
+        return (f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  received {r['received_per_sec']:,.0f}/s  {cpu}")
+    if key == "fanout":
+        return (f"{r['published_per_sec']:>9,.0f} msg/s published, {r['deliveries_per_sec']:,.0f} deliveries/s  "
+                f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  {cpu}")
+    if key == "idle":
+        return (f"held {r['held']:,} (refused {r['refused']:,}) opened in {r['open_secs']:.1f} s; RSS "
+                f"{r['rss_before_kib'] / 1024:.1f} -> {r['rss_held_kib'] / 1024:.1f} MiB = {r['kib_per_conn']:.1f} KiB/conn")
+    return json.dumps(r)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+def fmt(v):
+    if v != v:
+        return "–"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def values(results, scen, field):
+    vals = [res[scen][field] for res in results if scen in res and isinstance(res[scen], dict) and field in res[scen]]
+    return [v for v in vals if isinstance(v, (int, float)) and v == v]
+
+
+def med(results, scen, field):
+    v = values(results, scen, field)
+    return statistics.median(v) if v else float("nan")
+
+
+def rows(a):
+    out = []
+    c = a.confirm
+    if "publish" in a.scenarios:
+        for size in (1024, 100):
+            out.append((f"publish_{size}", "msgs_per_sec",
+                        f"publish {size_label(size)}, persistent, confirms ({c} in flight), {a.publishers} publisher → 1 durable queue",
+                        "msgs/s", "↑"))
+        if "consume" in a.scenarios:
+            out.append(("consume_1024", "msgs_per_sec",
+                        f"consume 1 KiB from the pre-filled durable queue, 1 consumer, prefetch {a.prefetch}, "
+                        f"multi-ack every {a.multi_ack}", "msgs/s", "↑"))
+    for rate in a.rates if "latency" in a.scenarios else ():
+        for f in ("p50_ms", "p99_ms"):
+            out.append((f"latency_{rate}", f, f"latency publish → deliver, {rate:,} msg/s, 1 KiB persistent, "
+                                              f"confirms, {f[:3]}", "ms", "↓"))
+    if "fanout" in a.scenarios:
+        fo = f"fan-out 1 → fanout exchange → {a.fanout_queues} durable queues → {a.fanout_queues} consumers, 1 KiB, confirms"
+        out.append(("fanout", "published_per_sec", f"{fo}: published", "msgs/s", "↑"))
+        out.append(("fanout", "deliveries_per_sec", f"{fo}: delivered", "deliveries/s", "↑"))
+        out.append(("fanout", "p50_ms", f"{fo}: latency p50 (unthrottled: includes queueing)", "ms", "↓"))
+        out.append(("fanout", "p99_ms", f"{fo}: latency p99", "ms", "↓"))
+    out.append(("rss", "peak_mib", "broker peak RSS over warm-up + the load runs above (VmHWM)", "MiB", "↓"))
+    if "idle" in a.scenarios:
+        out.append(("idle", "kib_per_conn", f"memory per idle connection ({a.connections:,} held, 1 channel each)", "KiB", "↓"))
+        out.append(("idle", "rss_held_kib", f"broker RSS holding {a.connections:,} idle connections (fresh broker)", "KiB", "↓"))
+    return out
+
+
+def cell(results, scen, field):
+    v = values(results, scen, field)
+    if not v:
+        return "error" if any("error" in res.get(scen, {}) for res in results) else "–"
+    s = f"{fmt(statistics.median(v))} ({fmt(min(v))}–{fmt(max(v))})" if len(v) > 1 else fmt(v[0])
+    if len(v) < len(results):
+        s += f" [{len(v)} of {len(results)} runs]"
+    return s
+
+
+def ratio(r):
+    if r != r:
+        return "–"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
+
+
+def render(a, brokers, results):
+    c, m = brokers
+    lines = [f"| scenario | unit | {c.name}: median (range) | {m.name}: median (range) | {c.name} / {m.name} |",
+             "|---|---|---:|---:|---:|"]
+    for scen, field, label, unit, better in rows(a):
+        mc, mm = med(results[c.key], scen, field), med(results[m.key], scen, field)
+        r = mc / mm if mm and mm == mm and mc == mc else float("nan")
+        lines.append(f"| {label} | {unit} {better} | {cell(results[c.key], scen, field)} | "
+                     f"{cell(results[m.key], scen, field)} | {ratio(r)} |")
+    lines.append("")
+    lines.append("↑ higher is better, ↓ lower is better: a ratio above 1 puts Conflux ahead on ↑ rows and behind on ↓ rows.")
+    return "\n".join(lines)
+
+
+def render_cpu(a, brokers, results):
+    scen = [k for k, *_ in rows(a) if k not in ("rss",)]
+    scen = sorted(set(scen), key=scen.index)
+    lines = [f"| run | {brokers[0].name} broker CPU s (% of wall) | {brokers[1].name} broker CPU s (% of wall) | "
+             f"{brokers[0].name} broker µs CPU per message | {brokers[1].name} broker µs CPU per message | "
+             f"PerfTest CPU s (vs {brokers[0].name} / vs {brokers[1].name}) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for s in scen:
+        cells = []
+        for b in brokers:
+            cpu, wall = med(results[b.key], s, "broker_cpu_secs"), med(results[b.key], s, "wall_secs")
+            cells.append(f"{fmt(cpu)} ({cpu / wall * 100:.0f} %)" if wall == wall and wall else "–")
+        per = [fmt(med(results[b.key], s, "broker_cpu_us_per_msg")) for b in brokers]
+        cl = " / ".join(fmt(med(results[b.key], s, "client_cpu_secs")) for b in brokers)
+        lines.append(f"| {s} | {cells[0]} | {cells[1]} | {per[0]} | {per[1]} | {cl} |")
+    lines.append("")
+    lines.append("Medians over the rounds. Broker CPU = utime+stime of the broker process (RabbitMQ: beam.smp) over "
+                 "the whole PerfTest run including JVM start-up; 100 % = one core of the two. Per message: per "
+                 "message in the queue after a publish run, per message drained, per delivery (fan-out).")
+    return "\n".join(lines)
+
+
+def size_label(size):
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def machine_info(a):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / 1024 / 1024
+    dev = subprocess.run(["df", "--output=source", a.work_dir], capture_output=True, text=True).stdout.split()[-1]
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    cver = subprocess.run([a.conflux_bin, "--version"], capture_output=True, text=True).stdout.strip()
+    pv = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"], capture_output=True, text=True).stdout
+    ev = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "erlang-base"], capture_output=True, text=True).stdout
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit, dirty = "?", ""
+    import pika
+    return {"cpu": cpu, "nproc": os.cpu_count(), "mem_gib": round(mem, 1), "kernel": platform.release(),
+            "disk": dev, "java": java, "conflux": cver, "git": commit + ("+dirty tree" if dirty else ""),
+            "rabbitmq_deb": pv, "erlang_deb": ev, "perf_test": PERF_TEST_VERSION, "pika": pika.__version__}
+
+
+def copy_binary(src, dst):
+    if os.path.abspath(src) != os.path.abspath(dst):
+        shutil.copy2(src, dst)
+    with open(dst, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def main():
+    argv = sys.argv[1:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--conflux", default=os.environ.get("CONFLUX_BIN", os.path.join(ROOT, "target/release/conflux")),
+                    help="Conflux binary (copied into --work-dir first)")
+    ap.add_argument("--perf-test-cache", default=os.path.expanduser("~/.cache/conflux/perf-test"),
+                    help=f"where PerfTest {PERF_TEST_VERSION} and its dependencies are fetched (mvn) and kept")
+    ap.add_argument("--java-heap", default="1g", help="PerfTest's -Xmx")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load run (PerfTest -z)")
+    ap.add_argument("--warmup", type=int, default=4, help="seconds of untimed warm-up per broker start")
+    ap.add_argument("--publishers", type=int, default=1)
+    ap.add_argument("--confirm", type=int, default=100, help="unconfirmed publishes in flight (PerfTest -c)")
+    ap.add_argument("--prefetch", type=int, default=100, help="consumer prefetch (PerfTest -q)")
+    ap.add_argument("--multi-ack", type=int, default=50, help="ack every N deliveries with multiple=true (PerfTest -A)")
+    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000],
+                    help="latency scenario publish rates (msgs/s, comma-separated)")
+    ap.add_argument("--fanout-queues", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=1000, help="idle connections held")
+    ap.add_argument("--hold", type=float, default=3, help="seconds the idle connections are held")
+    ap.add_argument("--work-dir", default="/tmp/amqp-bench-work",
+                    help="gets a private copy of the Conflux binary and the brokers' data dirs (wiped at the end)")
+    ap.add_argument("--scenarios", type=lambda s: s.split(","), default=["idle", "publish", "consume", "latency", "fanout"],
+                    help="comma-separated subset of idle,publish,consume,latency,fanout")
+    ap.add_argument("--json", help="also write every raw figure here")
+    a = ap.parse_args(argv)
+
+    t_start = time.monotonic()
+    started = datetime.datetime.now().astimezone()
+    load_start = os.getloadavg()
+    exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable
+    cmdline = " ".join(shlex.quote(x) for x in [exe, os.path.relpath(os.path.abspath(__file__), ROOT), *argv])
+    os.makedirs(a.work_dir, exist_ok=True)
+    a.conflux_bin = os.path.join(a.work_dir, "conflux")  # a private copy: a rebuild changes nothing here
+    sha_c = copy_binary(a.conflux, a.conflux_bin)
+    a.perf_test_lib = ensure_perf_test(a.perf_test_cache)
+    raise_nofile()  # this process holds the idle connections
+    run_dir = tempfile.mkdtemp(prefix="run-", dir=a.work_dir)
+    brokers = [Conflux(a.conflux_bin, run_dir), RabbitMQ(run_dir)]
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"signal {signum}: stopping brokers")
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    info = machine_info(a)
+    print(f"== Conflux vs RabbitMQ (AMQP 0-9-1), {started:%Y-%m-%d %H:%M %Z}", flush=True)
+    print(f"command: {cmdline}")
+    print(f"machine: {info['nproc']} × {info['cpu']}, {info['mem_gib']} GiB RAM, disk {info['disk']}, "
+          f"Linux {info['kernel']}; load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    print(f"versions: {info['conflux']} (git {info['git']}, binary sha256 {sha_c}…), rabbitmq-server {info['rabbitmq_deb']}, "
+          f"erlang-base {info['erlang_deb']}, PerfTest {PERF_TEST_VERSION} on {info['java']}, pika {info['pika']}")
+    for b in brokers:
+        print(f"durability, {b.name}: {b.durability}")
+    print("RabbitMQ config: " + RABBITMQ_CONF.format(port="<free port>").replace("\n", "; ").strip("; "))
+    print(flush=True)
+
+    results = {b.key: [] for b in brokers}
+    try:
+        for r in range(a.rounds):
+            order = brokers if r % 2 == 0 else brokers[::-1]
+            for b in order:
+                results[b.key].append(run_round(a, b, r + 1))
+    finally:
+        for b in brokers:
+            b.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    elapsed = time.monotonic() - t_start
+    load_end = os.getloadavg()
+    print()
+    print(render(a, brokers, results))
+    print()
+    print(render_cpu(a, brokers, results))
+    print()
+    print(f"broker start-up (median): " + ", ".join(f"{b.name} {fmt(statistics.median([x['start_secs'] for x in results[b.key]]))} s"
+                                                   for b in brokers if results[b.key]))
+    print(f"run time {elapsed / 60:.1f} min; load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}")
+    problems = []
+    for k, rs in results.items():
+        for i, res in enumerate(rs):
+            for s, v in res.items():
+                if not isinstance(v, dict):
+                    continue
+                if "error" in v:
+                    problems.append(f"error: {k} round {i + 1} {s}: {v['error']}")
+                if v.get("nacked"):
+                    problems.append(f"nacks: {k} round {i + 1} {s}: {v['nacked']:,}")
+                if v.get("refused"):
+                    problems.append(f"refused: {k} round {i + 1} {s}: {v['refused']:,} connections failed "
+                                    f"({v.get('first_error', '')})")
+                if s.startswith("consume") and v.get("queue_depth_after"):
+                    problems.append(f"not drained: {k} round {i + 1} {s}: {v['queue_depth_after']:,} left of "
+                                    f"{v['queue_depth_before']:,} after {2 * a.duration} s")
+                for e in v.get("client_errors", [])[:3]:
+                    problems.append(f"PerfTest error: {k} round {i + 1} {s}: {e[:300]}")
+                for w in v.get("broker_warnings", [])[:3]:
+                    problems.append(f"broker warning: {k} round {i + 1} {s}: {w[:300]}")
+    for p in problems:
+        print(p)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"command": cmdline, "started": started.isoformat(), "run_secs": elapsed, "machine": info,
+                       "load_start": load_start, "load_end": load_end, "conflux_sha256": sha_c,
+                       "results": results}, f, indent=1)
+        print(f"raw figures: {a.json}")
+    return 1 if any(p.startswith("error") for p in problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
