@@ -137,6 +137,35 @@ def produce_run(bootstrap, topic, records, size, partitions=3, linger=5, batch=1
     return r
 
 
+def txn_run(bootstrap, topic, records, size, per_txn, partitions=3, linger=5, batch=1_000_000):
+    """Transactional produce: `records` records in transactions of `per_txn` (acks=all,
+    idempotent, as transactions require); records/s including the commits."""
+    create(bootstrap, topic, partitions)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger, "batch.size": batch,
+                  "transactional.id": f"bench-{topic}", "queue.buffering.max.kbytes": 1048576})
+    p.init_transactions(60)
+    payload = os.urandom(size)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < records:
+        p.begin_transaction()
+        for i in range(min(per_txn, records - sent)):
+            while True:
+                try:
+                    p.produce(topic, payload, key=str((sent + i) % 1024).encode())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            p.poll(0)
+        sent += min(per_txn, records - sent)
+        p.commit_transaction(60)
+    dt = time.perf_counter() - t0
+    r = {"records": records, "size": size, "per_txn": per_txn, "secs": dt, "rec_s": records / dt}
+    print(f"transactional produce: {records} x {size} B in transactions of {per_txn}: {dt:.2f} s = "
+          f"{r['rec_s']:,.0f} rec/s", flush=True)
+    return r
+
+
 def latency_run(bootstrap, topic, records, rate, topic_config=None, quiet=False):
     create(bootstrap, topic, 1, topic_config)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
@@ -539,6 +568,12 @@ def main():
         p.add_argument("--rate", type=int, default=500)
         p.add_argument("--fsync", default="always")
 
+    pt = sub.add_parser("txn", parents=[common],
+                        help="transactional produce (transactions of --per-txn records) vs plain acks=all, one run")
+    pt.add_argument("--records", type=int, default=200_000)
+    pt.add_argument("--size", type=int, default=1024)
+    pt.add_argument("--per-txn", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
+    pt.add_argument("--rounds", type=int, default=3)
     pc = sub.add_parser("compare", parents=[common], help="Conflux vs Apache Kafka 4.4 on this machine, one run",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pc.add_argument("--rounds", type=int, default=3, help="each round runs every scenario on every broker")
@@ -570,6 +605,28 @@ def main():
         if a.java_props:
             a.java_props = ["--command-property", *a.java_props]
         sys.exit(compare(a, argv))
+    if a.mode == "txn":
+        proc, bootstrap, data = start_broker(a.binary, [])
+        try:
+            rows = {"plain": []}
+            for n in a.per_txn:
+                rows[n] = []
+            for r in range(a.rounds):
+                rows["plain"].append(produce_run(bootstrap, f"plain{r}", a.records, a.size, a.partitions,
+                                                 a.linger, a.batch, idempotence=True)["rec_s"])
+                for n in a.per_txn:
+                    rows[n].append(txn_run(bootstrap, f"txn{n}-{r}", a.records, a.size, n, a.partitions,
+                                           a.linger, a.batch)["rec_s"])
+            base = statistics.median(rows["plain"])
+            print(f"\n| produce ({a.records:,} x {a.size} B, {a.partitions} partitions) | records/s (median of {a.rounds}) | vs plain |")
+            print("|---|---:|---:|")
+            print(f"| plain acks=all, idempotent | {base:,.0f} | 1.00 |")
+            for n in a.per_txn:
+                m = statistics.median(rows[n])
+                print(f"| transactions of {n:,} records | {m:,.0f} | {m / base:.2f} |")
+        finally:
+            stop_broker(proc, data)
+        return
     proc, bootstrap, data = start_broker(a.binary, ["--fsync", a.fsync])
     try:
         if a.mode == "produce":

@@ -190,6 +190,21 @@ impl TxnCoordinator {
             })
             .map(|(id, r)| (id.clone(), r.state))
             .collect();
+        for (id, state) in &unfinished {
+            if *state != TxnState::Ongoing {
+                continue;
+            }
+            let mut st = c.lock();
+            let Some(r) = st.txns.get_mut(id) else { continue };
+            let (pid, started) = (r.producer_id, r.started_ms);
+            for (topic, parts) in r.partitions.iter_mut() {
+                for (p, first) in parts.iter_mut() {
+                    if *first < 0 {
+                        *first = first_txn_offset(&c.core, topic, *p, pid, started).unwrap_or(-1);
+                    }
+                }
+            }
+        }
         for (id, state) in unfinished {
             let commit = state == TxnState::PrepareCommit;
             info!(transactional_id = %id, state = state.name(), "completing a transaction interrupted by a stop: {}", if commit { "commit" } else { "abort" });
@@ -433,33 +448,22 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Notes where a transaction first wrote in a partition (stored before the produce is
-    /// acknowledged: an abort after a restart must know the range).
-    pub fn note_appended(
-        &self,
-        id: &str,
-        topic: &str,
-        partition: i32,
-        base_offset: i64,
-    ) -> TxnResult<()> {
+    /// Notes where a transaction first wrote in a partition. Kept in memory (stored with the
+    /// decision at EndTxn); a restart that finds the transaction open finds it again in the
+    /// log ([`first_txn_offset`]).
+    pub fn note_appended(&self, id: &str, topic: &str, partition: i32, base_offset: i64) -> TxnResult<()> {
         let mut st = self.lock();
-        let Some(r) = st.txns.get_mut(id) else {
-            return Ok(());
-        };
-        let Some(first) = r
-            .partitions
-            .get_mut(topic)
+        if let Some(first) = st
+            .txns
+            .get_mut(id)
+            .and_then(|r| r.partitions.get_mut(topic))
             .and_then(|ps| ps.get_mut(&partition))
-        else {
-            return Ok(());
-        };
-        if *first >= 0 {
-            return Ok(());
+        {
+            if *first < 0 {
+                *first = base_offset;
+            }
         }
-        *first = base_offset;
-        let r = r.clone();
-        drop(st);
-        put(&self.core, id, Some(&r))
+        Ok(())
     }
 
     /// EndTxn: commit or abort the open transaction.
@@ -742,6 +746,51 @@ impl core_stream::compaction::TxnView for TxnCoordinator {
     fn stable_offset(&self, stream: &str, partition: i32, hw: i64) -> i64 {
         self.last_stable_offset(stream, partition, hw)
     }
+}
+
+/// Where an open transaction of `producer_id` started writing in a partition, found in the
+/// log: its first transactional batch after the producer's last marker, searched from a
+/// minute before the transaction started (batch timestamps are the client's).
+fn first_txn_offset(core: &Core, topic: &str, partition: i32, producer_id: i64, started_ms: i64) -> Option<i64> {
+    let log = core.stream(topic)?.partition(partition).ok()?;
+    let from = log
+        .offset_for_timestamp(started_ms.saturating_sub(60_000))
+        .ok()
+        .flatten()
+        .map_or_else(|| log.high_watermark(), |(o, _)| o)
+        .max(log.log_start_offset());
+    let hw = log.high_watermark();
+    let mut at = from;
+    let mut first = None;
+    while at < hw {
+        let r = log.read(at, 1024 * 1024).ok()?;
+        if r.data.is_empty() {
+            break;
+        }
+        let mut data = r.data;
+        let mut moved = false;
+        while let Some((_, size)) = batch::peek_frame(&data) {
+            if size > data.len() {
+                break;
+            }
+            let one = data.split_to(size);
+            let h = batch::parse_header(&one).ok()?;
+            at = h.last_offset() + 1;
+            moved = true;
+            if h.producer_id != producer_id || !h.is_transactional() {
+                continue;
+            }
+            if h.is_control() {
+                first = None; // an earlier transaction ended here
+            } else if first.is_none() {
+                first = Some(h.base_offset);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    first
 }
 
 /// Runs the timeout check until the broker stops.
