@@ -65,6 +65,10 @@ pub struct QueueSettings {
     pub message_ttl_ms: Option<i64>,
     /// False: the queue does not survive a restart (AMQP transient queues).
     pub durable: bool,
+    /// Highest message priority (AMQP `x-max-priority`): entries of higher priority are
+    /// handed out first among those read ahead; `None` = first in, first out.
+    #[serde(default)]
+    pub max_priority: Option<u8>,
 }
 
 /// A queue as the metadata store keeps it.
@@ -141,6 +145,8 @@ struct Entry {
     enqueued_ms: i64,
     deadline_ms: i64,
     size: u32,
+    /// Priority (0 unless the queue has a maximum).
+    priority: u8,
     attachment: Bytes,
     /// The decoded record when the entry was enqueued while the queue was caught up.
     routed: Option<Arc<Routed>>,
@@ -162,10 +168,17 @@ const REC_ENTRY: u8 = 1;
 const REC_DONE: u8 = 2;
 const REC_DELIVERED: u8 = 3;
 const REC_REQUEUED: u8 = 4;
+/// An entry with a priority: the priority octet, then an entry's fields.
+const REC_ENTRY_PRIORITY: u8 = 5;
 
 fn encode_entry(e: &Entry) -> Bytes {
-    let mut b = BytesMut::with_capacity(48 + e.stream.len() + e.attachment.len());
-    b.put_u8(REC_ENTRY);
+    let mut b = BytesMut::with_capacity(49 + e.stream.len() + e.attachment.len());
+    if e.priority > 0 {
+        b.put_u8(REC_ENTRY_PRIORITY);
+        b.put_u8(e.priority);
+    } else {
+        b.put_u8(REC_ENTRY);
+    }
     b.put_i32(e.partition);
     b.put_i64(e.offset);
     b.put_u32(e.crc);
@@ -192,7 +205,16 @@ fn decode(id: i64, mut v: Bytes) -> Option<QueueRecord> {
     if !need(&v, 1) {
         return None;
     }
-    match v.get_u8() {
+    let mut kind = v.get_u8();
+    let mut priority = 0;
+    if kind == REC_ENTRY_PRIORITY {
+        if !need(&v, 1) {
+            return None;
+        }
+        priority = v.get_u8();
+        kind = REC_ENTRY;
+    }
+    match kind {
         REC_ENTRY => {
             if !need(&v, 4 + 8 + 4 + 8 + 8 + 4 + 2) {
                 return None;
@@ -218,6 +240,7 @@ fn decode(id: i64, mut v: Bytes) -> Option<QueueRecord> {
                 enqueued_ms,
                 deadline_ms,
                 size,
+                priority,
                 attachment: v,
                 routed: None,
             }))
@@ -468,6 +491,23 @@ impl Queue {
         attachment: Bytes,
         deadline_ms: i64,
     ) -> std::result::Result<Option<DurableTicket>, Refusal> {
+        self.enqueue_with_priority(routed, attachment, deadline_ms, 0)
+    }
+
+    /// [`Queue::enqueue`] with a message priority (capped at the queue's `max_priority`;
+    /// ignored when it has none).
+    pub fn enqueue_with_priority(
+        &self,
+        routed: &Arc<Routed>,
+        attachment: Bytes,
+        deadline_ms: i64,
+        priority: u8,
+    ) -> std::result::Result<Option<DurableTicket>, Refusal> {
+        let priority = self
+            .meta
+            .settings
+            .max_priority
+            .map_or(0, |m| priority.min(m));
         let size = routed.record.value.as_ref().map_or(0, |v| v.len()) as u32;
         let mut st = self.lock();
         if self.is_deleted() {
@@ -502,6 +542,7 @@ impl Queue {
             enqueued_ms: now_ms(),
             deadline_ms,
             size,
+            priority,
             attachment,
             routed: Some(routed.clone()),
         };
@@ -525,6 +566,19 @@ impl Queue {
     fn next_pending(&self, st: &mut State) -> Result<Option<Pending>> {
         if let Some((_, p)) = st.redeliver.pop_first() {
             return Ok(Some(p));
+        }
+        if self.meta.settings.max_priority.is_some() {
+            // Highest priority first (oldest first within one), among the entries read ahead.
+            if st.ready.len() < READAHEAD / 2 {
+                self.fill(st)?;
+            }
+            let best = st
+                .ready
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, p)| (p.entry.priority, std::cmp::Reverse(*i)))
+                .map(|(i, _)| i);
+            return Ok(best.and_then(|i| st.ready.remove(i)));
         }
         if st.ready.is_empty() {
             self.fill(st)?;

@@ -81,6 +81,16 @@ pub struct Config {
     pub amqp_heartbeat: u16,
     /// Largest AMQP message body accepted (bytes).
     pub amqp_max_message_bytes: u64,
+    /// AMQP users, `name:password` each.
+    pub amqp_users: Vec<String>,
+    /// AMQP users that may only connect from a loopback address.
+    pub amqp_loopback_users: Vec<String>,
+    /// AMQP virtual hosts clients may open (one shared namespace).
+    pub amqp_vhosts: Vec<String>,
+    /// AMQP publishers are blocked while the data directory has less free space (bytes; 0 = never).
+    pub amqp_disk_free_limit: u64,
+    /// AMQP publishers are blocked while the broker's RSS is above this (bytes; 0 = never).
+    pub amqp_memory_high_watermark: u64,
     /// Admin HTTP listener address (not built yet).
     pub http_listen: String,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
@@ -132,6 +142,11 @@ impl Default for Config {
             amqp_channel_max: amqp.channel_max,
             amqp_heartbeat: amqp.heartbeat,
             amqp_max_message_bytes: amqp.max_message_bytes,
+            amqp_users: amqp.users.iter().map(|(u, p)| format!("{u}:{p}")).collect(),
+            amqp_loopback_users: amqp.loopback_users.clone(),
+            amqp_vhosts: amqp.vhosts.clone(),
+            amqp_disk_free_limit: amqp.disk_free_limit,
+            amqp_memory_high_watermark: amqp.memory_high_watermark,
             http_listen: "0.0.0.0:8080".into(),
             log: "info".into(),
         }
@@ -188,6 +203,21 @@ pub struct ServeArgs {
     /// Largest AMQP message body accepted (bytes).
     #[arg(long, env = "CONFLUX_AMQP_MAX_MESSAGE_BYTES")]
     pub amqp_max_message_bytes: Option<u64>,
+    /// AMQP user `name:password` (repeatable; the environment variable takes a comma-separated list).
+    #[arg(long, env = "CONFLUX_AMQP_USERS", value_delimiter = ',')]
+    pub amqp_users: Option<Vec<String>>,
+    /// AMQP users that may only connect from loopback (repeatable / comma-separated).
+    #[arg(long, env = "CONFLUX_AMQP_LOOPBACK_USERS", value_delimiter = ',')]
+    pub amqp_loopback_users: Option<Vec<String>>,
+    /// AMQP virtual hosts (repeatable / comma-separated).
+    #[arg(long, env = "CONFLUX_AMQP_VHOSTS", value_delimiter = ',')]
+    pub amqp_vhosts: Option<Vec<String>>,
+    /// Block AMQP publishers below this much free disk (bytes; 0 = never).
+    #[arg(long, env = "CONFLUX_AMQP_DISK_FREE_LIMIT")]
+    pub amqp_disk_free_limit: Option<u64>,
+    /// Block AMQP publishers above this resident memory (bytes; 0 = never).
+    #[arg(long, env = "CONFLUX_AMQP_MEMORY_HIGH_WATERMARK")]
+    pub amqp_memory_high_watermark: Option<u64>,
     /// Admin HTTP listener address.
     #[arg(long, env = "CONFLUX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
@@ -295,7 +325,17 @@ impl Config {
             mqtt_deny_subscribe,
             mqtt_mapping
         );
-        over!(amqp_heartbeat, amqp_max_message_bytes);
+        over!(
+            amqp_heartbeat,
+            amqp_max_message_bytes,
+            amqp_users,
+            amqp_loopback_users
+        );
+        over!(
+            amqp_vhosts,
+            amqp_disk_free_limit,
+            amqp_memory_high_watermark
+        );
         over!(
             max_request_bytes,
             max_batch_bytes,
@@ -303,7 +343,11 @@ impl Config {
             group_initial_rebalance_delay_ms,
             kafka_max_replication_factor
         );
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
+            (
+                c.amqp_users.iter().any(|u| !u.contains(':')),
+                "amqp_users entries must be name:password",
+            ),
             (
                 c.amqp_max_message_bytes + 65536 > c.max_batch_bytes as u64,
                 "amqp_max_message_bytes must leave 64 KiB of max_batch_bytes for headers",

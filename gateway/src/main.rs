@@ -174,6 +174,16 @@ async fn serve(cfg: Config) -> Result<(), String> {
             heartbeat: cfg.amqp_heartbeat,
             max_message_bytes: cfg.amqp_max_message_bytes,
             max_connections: cfg.max_connections,
+            users: cfg
+                .amqp_users
+                .iter()
+                .filter_map(|u| u.split_once(':'))
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            loopback_users: cfg.amqp_loopback_users.clone(),
+            vhosts: cfg.amqp_vhosts.clone(),
+            disk_free_limit: cfg.amqp_disk_free_limit,
+            memory_high_watermark: cfg.amqp_memory_high_watermark,
         };
         let amqp = conflux_amqp::AmqpBroker::open(core.clone(), amqp_cfg, shutdown.clone())
             .map_err(|e| format!("cannot start AMQP: {e}"))?;

@@ -76,8 +76,8 @@ def test_topic_configs_are_stored_and_described(broker):
         assert "num.partitions" in names
         # A config this broker cannot honour is refused, and the topic is not created.
         with pytest.raises(KafkaError) as err:
-            a.create_topics({"compacted": {"num_partitions": 1, "replication_factor": 1,
-                                           "configs": {"cleanup.policy": "compact"}}})
+            a.create_topics({"appendtime": {"num_partitions": 1, "replication_factor": 1,
+                                            "configs": {"message.timestamp.type": "LogAppendTime"}}})
         assert err.value.errno == 40, err.value  # INVALID_CONFIG
         # So is a config name it does not know.
         with pytest.raises(KafkaError) as err:
@@ -85,7 +85,7 @@ def test_topic_configs_are_stored_and_described(broker):
                                                "configs": {"no.such.config": "1"}}})
         assert err.value.errno == 40, err.value
         topics = a.list_topics()
-        assert "compacted" not in topics and "misconfigured" not in topics
+        assert "appendtime" not in topics and "misconfigured" not in topics
     finally:
         a.close()
 
@@ -357,11 +357,11 @@ def test_incremental_alter_configs_sets_and_deletes_topic_settings(broker):
     assert (cfg["retention.ms"], cfg["retention.bytes"]) == (default_ms, "2097152")
     # A value the broker cannot honour is refused and changes nothing.
     res = CResource("TOPIC", "tunable", incremental_configs=[
-        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET),
     ])
     with pytest.raises(Exception):
         client.incremental_alter_configs([res])[res].result(30)
-    assert _topic_configs(broker.bootstrap, "tunable")["cleanup.policy"] == "delete"
+    assert _topic_configs(broker.bootstrap, "tunable")["message.timestamp.type"] == "CreateTime"
 
 
 def test_alter_configs_replaces_topic_settings(broker):

@@ -42,6 +42,18 @@ pub struct AmqpConfig {
     pub max_message_bytes: u64,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Users and their passwords (PLAIN / AMQPLAIN).
+    pub users: Vec<(String, String)>,
+    /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// Virtual hosts clients may open. They share one namespace of exchanges and queues.
+    pub vhosts: Vec<String>,
+    /// Publishing connections are blocked (`connection.blocked`) while the data directory's
+    /// file system has less free space than this (bytes; 0 = never).
+    pub disk_free_limit: u64,
+    /// Publishing connections are blocked while the broker's resident memory is above this
+    /// (bytes; 0 = never).
+    pub memory_high_watermark: u64,
 }
 
 impl Default for AmqpConfig {
@@ -52,7 +64,30 @@ impl Default for AmqpConfig {
             heartbeat: 60,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 100_000,
+            users: vec![("guest".into(), "guest".into())],
+            loopback_users: vec!["guest".into()],
+            vhosts: vec!["/".into()],
+            disk_free_limit: 50 * 1024 * 1024,
+            memory_high_watermark: 0,
         }
+    }
+}
+
+impl AmqpConfig {
+    /// Whether `user` with `password` may log in from `peer`: `Err` says why not (for the log).
+    pub fn check_login(
+        &self,
+        user: &str,
+        password: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<(), String> {
+        if !self.users.iter().any(|(u, p)| u == user && p == password) {
+            return Err(format!("user '{user}': invalid credentials"));
+        }
+        if !peer.is_loopback() && self.loopback_users.iter().any(|u| u == user) {
+            return Err(format!("user '{user}' can only connect via localhost"));
+        }
+        Ok(())
     }
 }
 
@@ -156,6 +191,7 @@ pub fn parse_queue_args(
                 if !(0..=255).contains(&v) {
                     return Err(arg_err(&key, queue, format!("{{max_value_exceeded,{v}}}")));
                 }
+                s.max_priority = (v > 0).then_some(v as u8);
             }
             "x-single-active-consumer" => {
                 if e.ty != b't' {
@@ -263,6 +299,10 @@ pub struct ConsumerCtl {
     pub server_cancelled: AtomicBool,
     /// Woken on cancel, on credit, and when it becomes the single active consumer.
     pub wake: Notify,
+    /// Consumer priority (`x-priority`): while a higher one has credit, lower ones wait.
+    pub priority: i64,
+    /// Whether it can take a delivery now (kept by its task).
+    pub has_credit: AtomicBool,
 }
 
 impl ConsumerCtl {
@@ -323,6 +363,20 @@ impl AmqpQueue {
             .is_some_and(|c| c.id == id)
     }
 
+    /// A consumer of higher priority than `priority` that could take a delivery now.
+    pub fn higher_with_credit(&self, priority: i64) -> Option<Arc<ConsumerCtl>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|c| {
+                c.ctl.priority > priority
+                    && c.ctl.has_credit.load(Ordering::Acquire)
+                    && !c.ctl.stopped()
+            })
+            .map(|c| c.ctl.clone())
+    }
+
     /// Marks the queue used now (for `x-expires`).
     pub fn touch(&self) {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
@@ -359,6 +413,8 @@ pub struct AmqpBroker {
     next_id: AtomicU64,
     /// Direct reply-to: channels with an `amq.rabbitmq.reply-to` consumer, by token.
     pub replies: dashmap::DashMap<String, std::sync::Weak<crate::consumer::ChanShared>>,
+    /// A resource alarm ("low on disk", "low on memory") while publishers must wait.
+    pub alarm: tokio::sync::watch::Sender<Option<&'static str>>,
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -392,6 +448,7 @@ impl AmqpBroker {
             implicit: RwLock::new(HashSet::new()),
             next_id: AtomicU64::new(1),
             replies: dashmap::DashMap::new(),
+            alarm: tokio::sync::watch::channel(None).0,
         });
         b.restore().map_err(|e| e.to_string())?;
         let weak = Arc::downgrade(&b);
@@ -408,6 +465,7 @@ impl AmqpBroker {
                     b.expire_messages();
                     if ticks.is_multiple_of(10) {
                         b.expire_queues();
+                        b.check_resources();
                     }
                 })
                 .await;
@@ -914,9 +972,26 @@ impl AmqpBroker {
                 "operation not permitted on the default exchange",
             ));
         }
-        let source = self
-            .exchange(&def.source)
-            .ok_or_else(|| AmqpError::not_found(format!("no {}", exchange_ref(&def.source))))?;
+        // Binding to a name no exchange has yet declares it as a durable topic exchange
+        // (Kafka and MQTT topics are exchanges here: a queue may be bound to `alerts` / `high`
+        // before the first MQTT publish to `alerts/high`).
+        let source = match self.exchange(&def.source) {
+            Some(e) => e,
+            None if def.source.starts_with("amq.") => {
+                return Err(AmqpError::not_found(format!(
+                    "no {}",
+                    exchange_ref(&def.source)
+                )));
+            }
+            None => ExchangeDef {
+                name: def.source.clone(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: vec![0, 0, 0, 0],
+            },
+        };
         let mut t = self.lock();
         let durable_dest = if def.to_exchange {
             let d = t.exchanges.get(&def.destination).map(|e| e.def.durable);
@@ -1043,6 +1118,40 @@ impl AmqpBroker {
         }
     }
 
+    /// Raises or clears the resource alarm that blocks publishers: free space of the data
+    /// directory's file system below `disk_free_limit`, resident memory above
+    /// `memory_high_watermark`.
+    fn check_resources(&self) {
+        let low_disk = self.config.disk_free_limit > 0
+            && self
+                .core
+                .disk_space()
+                .is_ok_and(|(_, free)| free < self.config.disk_free_limit);
+        let high_mem = self.config.memory_high_watermark > 0
+            && resident_bytes().is_some_and(|rss| rss > self.config.memory_high_watermark);
+        let alarm = if low_disk {
+            Some("low on disk")
+        } else if high_mem {
+            Some("low on memory")
+        } else {
+            None
+        };
+        self.alarm.send_if_modified(|a| {
+            if *a == alarm {
+                return false;
+            }
+            match alarm {
+                Some(r) => warn!(
+                    reason = r,
+                    "resource alarm: publishing AMQP connections are blocked"
+                ),
+                None => info!("resource alarm cleared: publishing AMQP connections resume"),
+            }
+            *a = alarm;
+            true
+        });
+    }
+
     /// Deletes queues unused for their `x-expires`.
     fn expire_queues(&self) {
         let now = now_ms();
@@ -1125,6 +1234,15 @@ impl AmqpBroker {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+/// This process's resident memory (bytes), from /proc.
+fn resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system setting.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// 405 unless `conn` may use the queue.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::generation::gen_field_table;
-use amq_protocol::types::{FieldTable, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
 use core_stream::batch::{self, Record};
 use core_stream::log::DurableTicket;
@@ -604,6 +604,7 @@ impl Conn {
             }
             AMQPClass::Basic(basic::AMQPMethod::CancelOk(_)) => Ok(()),
             AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                self.published = true;
                 if p.immediate {
                     return Err(AmqpError::not_implemented("immediate=true"));
                 }
@@ -787,7 +788,25 @@ impl Conn {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let ctl = Arc::new(ConsumerCtl::default());
+        let priority = c
+            .arguments
+            .inner()
+            .get("x-priority")
+            .and_then(|v| match v {
+                AMQPValue::ShortShortInt(x) => Some(i64::from(*x)),
+                AMQPValue::ShortShortUInt(x) => Some(i64::from(*x)),
+                AMQPValue::ShortInt(x) => Some(i64::from(*x)),
+                AMQPValue::ShortUInt(x) => Some(i64::from(*x)),
+                AMQPValue::LongInt(x) => Some(i64::from(*x)),
+                AMQPValue::LongUInt(x) => Some(i64::from(*x)),
+                AMQPValue::LongLongInt(x) => Some(*x),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let ctl = Arc::new(ConsumerCtl {
+            priority,
+            ..Default::default()
+        });
         let state = Arc::new(ConsumerState {
             id: b.next_id(),
             tag: tag.clone(),
@@ -1069,6 +1088,7 @@ impl Conn {
         }
         let mut confirms: Vec<(u64, bool)> = Vec::new();
         let mut returns: Vec<Vec<u8>> = Vec::new();
+        let mut alternates: HashMap<String, Option<String>> = HashMap::new();
         let mut i = 0;
         while i < planned.len() {
             let Some((st, p)) = planned[i].0.clone() else {
@@ -1120,8 +1140,17 @@ impl Conn {
                     for (k, (_, s)) in planned[i..j].iter().enumerate() {
                         let k = k as u32;
                         let refused = out.refused.contains(&k);
-                        if s.mandatory && !out.routed.contains(&k) && !refused {
-                            returns.push(return_frames(ch, s, shared.info.frame_max));
+                        if !out.routed.contains(&k) && !refused {
+                            // Unroutable: its exchange's alternate exchange gets it, else a
+                            // mandatory message goes back.
+                            let routed = match self.alternate_exchange(&s.exchange, &mut alternates)
+                            {
+                                Some(ae) => self.publish_alternate(&ae, s, now, &mut all),
+                                None => false,
+                            };
+                            if s.mandatory && !routed {
+                                returns.push(return_frames(ch, s, shared.info.frame_max));
+                            }
                         }
                         if s.seq > 0 {
                             confirms.push((s.seq, refused));
@@ -1160,6 +1189,86 @@ impl Conn {
             }
             _ => Ok(Some(all)),
         }
+    }
+}
+
+impl Conn {
+    /// The `alternate-exchange` argument of an exchange (cached per flush).
+    fn alternate_exchange(
+        &self,
+        exchange: &str,
+        cache: &mut HashMap<String, Option<String>>,
+    ) -> Option<String> {
+        if exchange.is_empty() {
+            return None;
+        }
+        cache
+            .entry(exchange.to_string())
+            .or_insert_with(|| {
+                let def = self.b.exchange(exchange)?;
+                let ae = props::entries(&def.arguments)
+                    .find(|e| e.key == b"alternate-exchange" && e.ty == b'S')
+                    .map(|e| String::from_utf8_lossy(e.value).into_owned());
+                ae
+            })
+            .clone()
+    }
+
+    /// Publishes an unroutable message again through alternate exchange `ae` (and its own
+    /// alternate, up to three hops): a record in stream `AE.R`. Whether some queue took it.
+    fn publish_alternate(
+        &self,
+        ae: &str,
+        s: &Staged,
+        now: i64,
+        ticket: &mut DurableTicket,
+    ) -> bool {
+        let mut target = ae.to_string();
+        let mut cache = HashMap::new();
+        for _ in 0..3 {
+            if self.b.exchange(&target).is_none() {
+                return false;
+            }
+            let Ok(name) = topology::stream_for(&target, &s.key) else {
+                return false;
+            };
+            let Ok(st) = tokio::task::block_in_place(|| self.b.core.get_or_create_stream(&name))
+            else {
+                return false;
+            };
+            let r = props::to_record(&s.props, &s.raw_props, now);
+            let record = Record {
+                timestamp: now,
+                key: r.key.clone(),
+                value: Some(s.body.clone()),
+                headers: r.headers,
+                ..Default::default()
+            };
+            let n = st.partition_count() as u32;
+            let p = match &r.key {
+                Some(k) => partition_for_key(k, n),
+                None => 0,
+            };
+            let data = batch::build_batch(&[record], None);
+            match self.b.core.append_from(&st, p as i32, &data, self.info.id) {
+                Ok(out) => {
+                    let routed = !out.routed.is_empty();
+                    ticket.join(out.durable);
+                    if routed {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    warn!(stream = %name, error = %e, "alternate-exchange publish not stored");
+                    return false;
+                }
+            }
+            match self.alternate_exchange(&target, &mut cache) {
+                Some(next) if next != target => target = next,
+                _ => return false,
+            }
+        }
+        false
     }
 }
 

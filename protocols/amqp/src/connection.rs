@@ -40,6 +40,8 @@ pub struct Caps {
     pub consumer_cancel_notify: bool,
     /// Wants `connection.close` (403) on a failed login rather than a dropped socket.
     pub authentication_failure_close: bool,
+    /// Wants `connection.blocked` / `unblocked` when a resource alarm pauses its publishing.
+    pub connection_blocked: bool,
 }
 
 /// Connection-wide settings every channel needs.
@@ -108,12 +110,14 @@ where
         heartbeat: 0,
         closing: false,
         name: String::new(),
+        user: String::new(),
+        published: false,
     };
     let end = match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.handshake(&mut rd, &mut inbuf)).await
     {
         Ok(Ok(())) => {
             hb_out.store(u32::from(c.heartbeat), std::sync::atomic::Ordering::Relaxed);
-            info!(%peer, conn = id, name = %c.name, heartbeat = c.heartbeat, frame_max = c.info.frame_max, "AMQP connection open");
+            info!(%peer, conn = id, user = %c.user, name = %c.name, heartbeat = c.heartbeat, frame_max = c.info.frame_max, "AMQP connection open");
             c.serve(&mut rd, &mut inbuf).await
         }
         Ok(Err(e)) => {
@@ -218,6 +222,33 @@ pub struct Conn {
     /// `connection.close` was sent; only close / close-ok count now.
     closing: bool,
     name: String,
+    /// Logged-in user.
+    user: String,
+    /// This connection has published (a resource alarm blocks only publishers).
+    pub published: bool,
+}
+
+/// `[authzid] NUL user NUL password` (SASL PLAIN).
+fn plain_login(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|b| *b == 0);
+    let (_authz, user, pass) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((
+        String::from_utf8(user.to_vec()).ok()?,
+        String::from_utf8(pass.to_vec()).ok()?,
+    ))
+}
+
+/// AMQPLAIN: a field table without its length, with `LOGIN` and `PASSWORD`.
+fn amqplain_login(response: &[u8]) -> Option<(String, String)> {
+    let mut table = (response.len() as u32).to_be_bytes().to_vec();
+    table.extend_from_slice(response);
+    wire::validate_table(&table, 1, wire::MAX_TABLE_DEPTH).ok()?;
+    let get = |k: &[u8]| {
+        crate::props::entries(&table)
+            .find(|e| e.key == k && e.ty == b'S')
+            .and_then(|e| String::from_utf8(e.value.to_vec()).ok())
+    };
+    Some((get(b"LOGIN")?, get(b"PASSWORD")?))
 }
 
 fn method_ids(m: &AMQPClass) -> (u16, u16) {
@@ -235,6 +266,7 @@ fn server_properties() -> FieldTable {
         "connection.blocked",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
@@ -390,6 +422,7 @@ impl Conn {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.info.caps.consumer_cancel_notify = flag("consumer_cancel_notify");
             self.info.caps.authentication_failure_close = flag("authentication_failure_close");
+            self.info.caps.connection_blocked = flag("connection.blocked");
         }
         if let Some(AMQPValue::LongString(n)) =
             start_ok.client_properties.inner().get("connection_name")
@@ -397,11 +430,29 @@ impl Conn {
             self.name = String::from_utf8_lossy(n.as_bytes()).into_owned();
         }
         let mechanism = start_ok.mechanism.as_str();
-        if !matches!(mechanism, "PLAIN" | "AMQPLAIN") {
-            // RabbitMQ drops such a connection during the handshake.
-            warn!(peer = %self.info.peer, mechanism, "unknown authentication mechanism; connection closed");
+        let login = match mechanism {
+            "PLAIN" => plain_login(start_ok.response.as_bytes()),
+            "AMQPLAIN" => amqplain_login(start_ok.response.as_bytes()),
+            _ => {
+                // RabbitMQ drops such a connection during the handshake.
+                warn!(peer = %self.info.peer, mechanism, "unknown authentication mechanism; connection closed");
+                return Err(None);
+            }
+        };
+        let checked = match &login {
+            Some((user, password)) => cfg.check_login(user, password, self.info.peer.ip()),
+            None => Err("unreadable credentials".to_string()),
+        };
+        if let Err(why) = checked {
+            warn!(peer = %self.info.peer, mechanism, reason = %why, "AMQP login refused");
+            if self.info.caps.authentication_failure_close {
+                return Err(Some(AmqpError::access_refused(format!(
+                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                ))));
+            }
             return Err(None);
         }
+        self.user = login.map(|(u, _)| u).unwrap_or_default();
         self.send_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -463,7 +514,7 @@ impl Conn {
                 ));
             }
         };
-        if open.virtual_host.as_str() != "/" {
+        if !cfg.vhosts.iter().any(|v| v == open.virtual_host.as_str()) {
             return Err(Some(
                 AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host.as_str()))
                     .on(10, 40),
@@ -482,6 +533,8 @@ impl Conn {
         let timeout =
             (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat) * 2));
         let mut shutdown = self.b.shutdown.clone();
+        let mut alarm = self.b.alarm.subscribe();
+        let mut blocked: Option<&'static str> = None;
         loop {
             // Handle every whole frame buffered, then flush what they staged.
             loop {
@@ -517,6 +570,39 @@ impl Conn {
             if let Err(e) = self.flush_all().await {
                 return self.fail(e, rd, inbuf).await;
             }
+            // A resource alarm pauses a publishing connection (it is told, if it asked to be):
+            // nothing more is read from it until the alarm clears.
+            let raised = *alarm.borrow_and_update();
+            if raised.is_some() && self.published && blocked.is_none() {
+                blocked = raised;
+                if self.info.caps.connection_blocked {
+                    self.send_method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Blocked(
+                            connection::Blocked {
+                                reason: raised.unwrap_or("").into(),
+                            },
+                        )),
+                    )
+                    .await;
+                }
+            }
+            if raised.is_none() && blocked.take().is_some() && self.info.caps.connection_blocked {
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                        connection::Unblocked {},
+                    )),
+                )
+                .await;
+            }
+            if blocked.is_some() {
+                tokio::select! {
+                    r = alarm.changed() => if r.is_err() { return End::Gone },
+                    _ = shutdown.wait() => return End::Closed,
+                }
+                continue;
+            }
             inbuf.reserve(64 * 1024);
             let read = async {
                 match timeout {
@@ -536,6 +622,7 @@ impl Conn {
                         return End::Gone;
                     }
                 },
+                r = alarm.changed(), if self.published => if r.is_err() { return End::Gone },
                 _ = shutdown.wait() => {
                     let e = AmqpError::new(code::CONNECTION_FORCED, "broker shutdown");
                     self.send_connection_close(&e).await;

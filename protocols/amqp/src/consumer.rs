@@ -471,8 +471,18 @@ pub async fn run(b: Arc<AmqpBroker>, ch: Arc<ChanShared>, c: Arc<ConsumerState>)
             continue;
         }
         let credit = ch.credit(&c);
+        c.ctl.has_credit.store(credit > 0, Ordering::Release);
         if credit == 0 {
             woken.await;
+            continue;
+        }
+        // Consumer priorities: a higher-priority consumer with room goes first.
+        if let Some(higher) = c.queue.higher_with_credit(c.ctl.priority) {
+            higher.wake.notify_one();
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
             continue;
         }
         let ready = notify.notified();

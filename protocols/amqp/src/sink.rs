@@ -167,7 +167,15 @@ impl Sink for QueueSink {
             return Err(Refusal::NotWanted);
         }
         let deadline = expires_at(r).unwrap_or(0);
-        self.queue.enqueue(r, entry_attachment(via, r), deadline)
+        let priority = r
+            .record
+            .headers
+            .iter()
+            .find(|(k, _)| k.as_ref() == props::PRIORITY.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok()?.parse::<u8>().ok())
+            .unwrap_or(0);
+        self.queue
+            .enqueue_with_priority(r, entry_attachment(via, r), deadline, priority)
     }
 }
 

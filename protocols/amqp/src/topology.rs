@@ -306,9 +306,15 @@ mod tests {
         assert_eq!(stream_for("", "task_queue").unwrap(), "task_queue");
         assert_eq!(stream_for("logs", "").unwrap(), "logs");
         assert_eq!(
-            stream_for("amq.topic", "a").unwrap(),
-            "__616d712e746f706963.a"
+            stream_for("amq.direct", "a").unwrap(),
+            "__616d712e646972656374.a"
         );
+        assert_eq!(stream_for("amq.topic", "sensors.t").unwrap(), "sensors.t");
+        assert_eq!(
+            binding_pattern(ExchangeKind::Topic, "amq.topic", "sensors.*"),
+            "sensors.*"
+        );
+        assert_eq!(binding_pattern(ExchangeKind::Topic, "amq.topic", "#"), "#");
         assert!(stream_for("", "").is_err());
         assert_eq!(
             binding_pattern(ExchangeKind::Topic, "t", "a.*.#"),

@@ -195,7 +195,9 @@ impl TxnCoordinator {
                 continue;
             }
             let mut st = c.lock();
-            let Some(r) = st.txns.get_mut(id) else { continue };
+            let Some(r) = st.txns.get_mut(id) else {
+                continue;
+            };
             let (pid, started) = (r.producer_id, r.started_ms);
             for (topic, parts) in r.partitions.iter_mut() {
                 for (p, first) in parts.iter_mut() {
@@ -451,7 +453,13 @@ impl TxnCoordinator {
     /// Notes where a transaction first wrote in a partition. Kept in memory (stored with the
     /// decision at EndTxn); a restart that finds the transaction open finds it again in the
     /// log ([`first_txn_offset`]).
-    pub fn note_appended(&self, id: &str, topic: &str, partition: i32, base_offset: i64) -> TxnResult<()> {
+    pub fn note_appended(
+        &self,
+        id: &str,
+        topic: &str,
+        partition: i32,
+        base_offset: i64,
+    ) -> TxnResult<()> {
         let mut st = self.lock();
         if let Some(first) = st
             .txns
@@ -751,7 +759,13 @@ impl core_stream::compaction::TxnView for TxnCoordinator {
 /// Where an open transaction of `producer_id` started writing in a partition, found in the
 /// log: its first transactional batch after the producer's last marker, searched from a
 /// minute before the transaction started (batch timestamps are the client's).
-fn first_txn_offset(core: &Core, topic: &str, partition: i32, producer_id: i64, started_ms: i64) -> Option<i64> {
+fn first_txn_offset(
+    core: &Core,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    started_ms: i64,
+) -> Option<i64> {
     let log = core.stream(topic)?.partition(partition).ok()?;
     let from = log
         .offset_for_timestamp(started_ms.saturating_sub(60_000))
