@@ -1,5 +1,5 @@
 //! Rust client libraries against the real `conflux` binary (this package's), over loopback on
-//! OS-chosen ports: rumqttc (MQTT 3.1.1 and 5.0).
+//! OS-chosen ports: rumqttc (MQTT 3.1.1 and 5.0) and lapin (AMQP 0-9-1).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +9,7 @@ use std::time::Duration;
 struct Broker {
     child: Child,
     mqtt: u16,
+    amqp: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -44,6 +45,7 @@ fn start() -> Broker {
         .expect("start conflux");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut mqtt = 0;
+    let mut amqp = 0;
     for line in lines.by_ref() {
         let line = line.unwrap();
         let port = |proto: &str| {
@@ -61,16 +63,20 @@ fn start() -> Broker {
         if let Some(p) = port("mqtt") {
             mqtt = p;
         }
+        if let Some(p) = port("amqp") {
+            amqp = p;
+        }
         if line.contains("protocol=kafka") {
             break;
         }
     }
     // Keep draining the log so the broker never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    assert!(mqtt > 0, "no MQTT listener reported");
+    assert!(mqtt > 0 && amqp > 0, "no MQTT or AMQP listener reported");
     Broker {
         child,
         mqtt,
+        amqp,
         _dir: dir,
     }
 }
@@ -165,4 +171,125 @@ async fn rumqttc_v311_and_v5_publish_and_subscribe_through_conflux() {
             _ => {}
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapin_topic_routing_confirms_properties_and_acks_through_conflux() {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+    let b = start();
+    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.amqp);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(20),
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("lapin: connect timed out")
+    .expect("lapin: connect");
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        "events".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert!(q.name().as_str().starts_with("amq.gen-"));
+    ch.queue_bind(
+        q.name().clone(),
+        "events".into(),
+        "order.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("n".into(), AMQPValue::LongInt(7));
+    headers.insert(
+        "s".into(),
+        AMQPValue::LongString(LongString::from("v".as_bytes().to_vec())),
+    );
+    for key in ["order.created", "order.paid", "invoice.sent"] {
+        let confirm = ch
+            .basic_publish(
+                "events".into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                key.as_bytes(),
+                BasicProperties::default()
+                    .with_content_type("text/plain".into())
+                    .with_delivery_mode(2)
+                    .with_headers(headers.clone()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "{key}: {confirm:?}");
+    }
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "lapin-test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("lapin: no delivery")
+            .expect("lapin: consumer ended")
+            .expect("lapin: delivery error");
+        assert_eq!(d.exchange.as_str(), "events");
+        assert_eq!(
+            d.properties.content_type().as_ref().map(|c| c.as_str()),
+            Some("text/plain")
+        );
+        let h = d.properties.headers().as_ref().expect("headers");
+        assert_eq!(
+            h.inner().get("n"),
+            Some(&AMQPValue::LongInt(7)),
+            "typed header kept"
+        );
+        got.push((d.routing_key.to_string(), d.data.clone()));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("order.created".to_string(), b"order.created".to_vec()),
+            ("order.paid".to_string(), b"order.paid".to_vec()),
+        ],
+        "topic routing, in order; invoice.sent not delivered"
+    );
+    conn.close(200, "bye".into()).await.unwrap();
 }
