@@ -233,27 +233,34 @@ fn put_opt_bytes(buf: &mut BytesMut, b: &Option<Bytes>) {
     }
 }
 
-/// Builds one uncompressed v2 batch (base offset 0; the log assigns the real one) from records.
-/// Used by writers that are not Kafka clients and by tests.
-pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Bytes {
-    assert!(!records.is_empty(), "a batch holds at least one record");
-    let first_ts = records[0].timestamp;
-    let max_ts = records
-        .iter()
-        .map(|r| r.timestamp)
-        .max()
-        .unwrap_or(first_ts);
+/// The header fields of a batch being written (see [`encode_batch`]).
+struct NewBatch {
+    base_offset: i64,
+    attributes: i16,
+    last_offset_delta: i32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: (i64, i16, i32),
+}
+
+/// Writes one uncompressed v2 batch: the header, then each record with its offset and
+/// timestamp relative to the batch's (`offset_of(i, record)`), then the length and CRC.
+fn encode_batch(
+    b: NewBatch,
+    records: &[Record],
+    offset_of: impl Fn(usize, &Record) -> i64,
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN + records.len() * 32);
-    buf.put_i64(0);
+    buf.put_i64(b.base_offset);
     buf.put_i32(0); // length, patched below
     buf.put_i32(0); // partition leader epoch
     buf.put_u8(2);
     buf.put_u32(0); // crc, patched below
-    buf.put_i16(0);
-    buf.put_i32(records.len() as i32 - 1);
-    buf.put_i64(first_ts);
-    buf.put_i64(max_ts);
-    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
+    buf.put_i16(b.attributes);
+    buf.put_i32(b.last_offset_delta);
+    buf.put_i64(b.first_timestamp);
+    buf.put_i64(b.max_timestamp);
+    let (pid, epoch, seq) = b.producer;
     buf.put_i64(pid);
     buf.put_i16(epoch);
     buf.put_i32(seq);
@@ -262,8 +269,8 @@ pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Byt
     for (i, r) in records.iter().enumerate() {
         body.clear();
         body.put_u8(0);
-        put_varint(&mut body, r.timestamp - first_ts);
-        put_varint(&mut body, i as i64);
+        put_varint(&mut body, r.timestamp - b.first_timestamp);
+        put_varint(&mut body, offset_of(i, r) - b.base_offset);
         put_opt_bytes(&mut body, &r.key);
         put_opt_bytes(&mut body, &r.value);
         put_varint(&mut body, r.headers.len() as i64);
@@ -282,48 +289,50 @@ pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Byt
     buf.freeze()
 }
 
+/// Builds one uncompressed v2 batch (base offset 0; the log assigns the real one) from records.
+/// Used by writers that are not Kafka clients and by tests.
+pub fn build_batch(records: &[Record], producer: Option<(i64, i16, i32)>) -> Bytes {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let first_ts = records[0].timestamp;
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(first_ts);
+    let head = NewBatch {
+        base_offset: 0,
+        attributes: 0,
+        last_offset_delta: records.len() as i32 - 1,
+        first_timestamp: first_ts,
+        max_timestamp: max_ts,
+        producer: producer.unwrap_or((-1, -1, -1)),
+    };
+    encode_batch(head, records, |i, _| i as i64)
+}
+
 /// Rebuilds a stored batch with only some of its records (log compaction): same base offset,
 /// last offset delta, timestamps type, producer and transactional flag, so offsets and the
 /// producer's sequence bookkeeping stay as they were; records keep their own offsets and
 /// timestamps. Written uncompressed.
 pub fn rebuild_batch(h: &BatchHeader, records: &[Record]) -> Bytes {
-    let first_ts = h.first_timestamp;
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + records.len() * 32);
-    buf.put_i64(h.base_offset);
-    buf.put_i32(0); // length, patched below
-    buf.put_i32(0); // partition leader epoch
-    buf.put_u8(2);
-    buf.put_u32(0); // crc, patched below
-    buf.put_i16(h.attributes & !0x07);
-    buf.put_i32(h.last_offset_delta);
-    buf.put_i64(first_ts);
-    buf.put_i64(h.max_timestamp);
-    buf.put_i64(h.producer_id);
-    buf.put_i16(h.producer_epoch);
-    buf.put_i32(h.base_sequence);
-    buf.put_i32(records.len() as i32);
-    let mut body = BytesMut::new();
-    for r in records {
-        body.clear();
-        body.put_u8(0);
-        put_varint(&mut body, r.timestamp - first_ts);
-        put_varint(&mut body, r.offset - h.base_offset);
-        put_opt_bytes(&mut body, &r.key);
-        put_opt_bytes(&mut body, &r.value);
-        put_varint(&mut body, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_varint(&mut body, k.len() as i64);
-            body.put_slice(k);
-            put_opt_bytes(&mut body, v);
-        }
-        put_varint(&mut buf, body.len() as i64);
-        buf.put_slice(&body);
-    }
-    let len = (buf.len() - LOG_OVERHEAD) as i32;
-    buf[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    buf.freeze()
+    let head = NewBatch {
+        base_offset: h.base_offset,
+        attributes: h.attributes & !0x07,
+        last_offset_delta: h.last_offset_delta,
+        first_timestamp: h.first_timestamp,
+        max_timestamp: h.max_timestamp,
+        producer: (h.producer_id, h.producer_epoch, h.base_sequence),
+    };
+    encode_batch(head, records, |_, r| r.offset)
+}
+
+/// The whole batches at the start of `data`, one at a time (a cut-off batch at the end ends
+/// the walk): how stored bytes read from a log are taken apart.
+pub fn split_batches(mut data: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        let (_, size) = peek_frame(&data)?;
+        (size <= data.len()).then(|| data.split_to(size))
+    })
 }
 
 /// Builds a transaction marker: a control batch of one record whose key says commit or abort

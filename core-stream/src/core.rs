@@ -448,13 +448,8 @@ impl Core {
             if r.data.is_empty() {
                 break;
             }
-            let mut data = r.data;
             let mut progressed = false;
-            while let Some((_, size)) = batch::peek_frame(&data) {
-                if size > data.len() {
-                    break;
-                }
-                let one = data.split_to(size);
+            for one in batch::split_batches(r.data) {
                 let h = batch::parse_header(&one)?;
                 if h.base_offset >= to {
                     at = to;

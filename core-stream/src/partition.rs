@@ -711,13 +711,8 @@ impl Partition {
             if r.data.is_empty() {
                 break;
             }
-            let mut data = r.data;
             let mut moved = false;
-            while let Some((_, size)) = batch::peek_frame(&data) {
-                if size > data.len() {
-                    break;
-                }
-                let one = data.split_to(size);
+            for one in batch::split_batches(r.data) {
                 let h = batch::parse_header(&one)?;
                 if h.last_offset() >= stable {
                     break 'fill;
@@ -776,12 +771,7 @@ impl Partition {
         let data = segment::read_batches(&file, 0, size as usize, size)?;
         let mut out: Vec<u8> = Vec::with_capacity(data.len());
         let mut changed = false;
-        let mut rest = data;
-        while let Some((_, len)) = batch::peek_frame(&rest) {
-            if len > rest.len() {
-                break;
-            }
-            let one = rest.split_to(len);
+        for one in batch::split_batches(data) {
             let h = batch::parse_header(&one)?;
             match clean_batch(&one, &h, map, tombstones_before, place)? {
                 Cleaned::Same => out.extend_from_slice(&one),

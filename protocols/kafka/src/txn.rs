@@ -781,13 +781,8 @@ fn first_txn_offset(
         if r.data.is_empty() {
             break;
         }
-        let mut data = r.data;
         let mut moved = false;
-        while let Some((_, size)) = batch::peek_frame(&data) {
-            if size > data.len() {
-                break;
-            }
-            let one = data.split_to(size);
+        for one in batch::split_batches(r.data) {
             let h = batch::parse_header(&one).ok()?;
             at = h.last_offset() + 1;
             moved = true;

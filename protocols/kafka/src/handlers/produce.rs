@@ -155,13 +155,8 @@ pub fn handle(
 /// one. A batch that cannot be decoded is left to the append's validation.
 fn keyless_records(records: &bytes::Bytes) -> Option<Vec<i32>> {
     let mut out = Vec::new();
-    let mut rest = records.clone();
     let mut index = 0i32;
-    while let Some((_, size)) = core_stream::batch::peek_frame(&rest) {
-        if size > rest.len() {
-            break;
-        }
-        let one = rest.split_to(size);
+    for one in core_stream::batch::split_batches(records.clone()) {
         if core_stream::batch::parse_header(&one).is_ok_and(|h| h.is_control()) {
             continue;
         }
