@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Lay out an Apache Kafka 4.4 distribution folder from Maven Central jars:
 #
-#   DEST/libs/     the runtime classpath of org.apache.kafka:kafka_2.13 + kafka-tools 4.4.0
-#                  (+ log4j2 behind slf4j), resolved by Maven from tests/jvm/kafka-dist/pom.xml
-#   DEST/bin/      kafka-topics.sh, kafka-console-producer.sh, ... with the names and main
-#                  classes of Apache Kafka's own bin/ scripts (args passed through, exit
-#                  codes kept), so tools that expect $KAFKA_PATH/bin/... (librdkafka's test
-#                  suite, docs, habits) work unchanged
+#   DEST/libs/     the runtime classpath of org.apache.kafka:kafka_2.13 + kafka-tools +
+#                  kafka-streams 4.4.0 + connect-file (+ log4j2 behind slf4j), resolved by Maven
+#                  from tests/jvm/kafka-dist/pom.xml
+#   DEST/bin/      kafka-topics.sh, kafka-console-producer.sh, connect-distributed.sh, ... with
+#                  the names and main classes of Apache Kafka's own bin/ scripts (args passed
+#                  through, exit codes kept), so tools that expect $KAFKA_PATH/bin/... (librdkafka's
+#                  test suite, docs, habits) work unchanged
 #   DEST/config/   server.properties (single-node KRaft, broker+controller on loopback),
-#                  log4j2.yaml (server), tools-log4j2.yaml (tools: WARN to stderr)
+#                  log4j2.yaml (server), tools-log4j2.yaml (tools: WARN to stderr),
+#                  connect-log4j2.yaml (Connect workers: INFO to stdout),
+#                  connect-distributed.properties (a worker for 127.0.0.1:9092; plugin.path =
+#                  libs/connect-file-*.jar, which, as in the real distribution, is not on the
+#                  classpath of the bin/ scripts)
 #
 # Usage: scripts/kafka-dist.sh [DEST]        (default: target/kafka-dist)
 # Prints DEST (absolute) on stdout and nothing else; progress goes to stderr.
@@ -24,7 +29,7 @@ DEST="${1:-$ROOT/target/kafka-dist}"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
 # Bump when the bin/ or config/ layout below changes.
-LAYOUT_VERSION=1
+LAYOUT_VERSION=2
 
 log() { printf 'kafka-dist: %s\n' "$*" >&2; }
 
@@ -127,6 +132,50 @@ Configuration:
         level: WARN
 EOF
 
+write "$DEST/config/connect-log4j2.yaml" <<'EOF'
+# Connect workers (connect-distributed.sh, connect-standalone.sh): INFO to stdout.
+Configuration:
+  Properties:
+    Property:
+      - name: "logPattern"
+        value: "[%d] %p %X{connector.context}%m (%c:%L)%n"
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "${logPattern}"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: org.reflections
+        level: ERROR
+EOF
+
+connect_file_jar="$(cd "$DEST/libs" && ls connect-file-*.jar | head -n1)"
+write "$DEST/config/connect-distributed.properties" <<EOF
+# A Kafka Connect worker in distributed mode (bin/connect-distributed.sh this-file) against
+# a broker on 127.0.0.1:9092; as the distribution's file, with one replica per internal topic.
+bootstrap.servers=127.0.0.1:9092
+group.id=connect-cluster
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+key.converter.schemas.enable=true
+value.converter.schemas.enable=true
+offset.storage.topic=connect-offsets
+offset.storage.replication.factor=1
+config.storage.topic=connect-configs
+config.storage.replication.factor=1
+status.storage.topic=connect-status
+status.storage.replication.factor=1
+offset.flush.interval.ms=10000
+listeners=HTTP://127.0.0.1:8083
+# The FileStream connectors are a plugin, not on the classpath (as in Apache Kafka since 3.2).
+plugin.path=$DEST/libs/$connect_file_jar
+EOF
+
 write "$DEST/config/tools-log4j2.yaml" <<'EOF'
 # Command-line tools: warnings and errors only, to stderr (as the distribution's tools-log4j2.yaml).
 Configuration:
@@ -161,7 +210,11 @@ base_dir=$(cd "$(dirname "$0")/.." && pwd)
 
 CP=""
 shopt -s nullglob
-for file in "$base_dir"/libs/*.jar; do CP="$CP:$file"; done
+for file in "$base_dir"/libs/*.jar; do
+  # As the real script: the FileStream connectors are a plugin (plugin.path), not classpath.
+  case "$(basename "$file")" in connect-file-*.jar) continue ;; esac
+  CP="$CP:$file"
+done
 shopt -u nullglob
 if [ -n "${CLASSPATH:-}" ]; then CP="$CLASSPATH$CP"; fi
 CP=${CP#:}
@@ -236,6 +289,36 @@ fi
 exec "$base_dir/kafka-run-class.sh" $EXTRA_ARGS kafka.Kafka "$@"
 EOF
 
+for kind in distributed standalone; do
+  if [ "$kind" = distributed ]; then
+    usage="[-daemon] connect-distributed.properties"; class=org.apache.kafka.connect.cli.ConnectDistributed; name=connectDistributed
+  else
+    usage="[-daemon] connect-standalone.properties [connector1.properties connector2.json ...]"; class=org.apache.kafka.connect.cli.ConnectStandalone; name=connectStandalone
+  fi
+  write "$DEST/bin/connect-$kind.sh" <<EOF
+#!/usr/bin/env bash
+# Like Apache Kafka's bin/connect-$kind.sh: a Kafka Connect worker ($class).
+if [ \$# -lt 1 ]; then
+  echo "USAGE: \$0 $usage"
+  exit 1
+fi
+base_dir=\$(cd "\$(dirname "\$0")" && pwd)
+if [ -z "\${KAFKA_LOG4J_OPTS:-}" ]; then
+  export KAFKA_LOG4J_OPTS="-Dlog4j2.configurationFile=\$base_dir/../config/connect-log4j2.yaml"
+fi
+if [ -z "\${KAFKA_HEAP_OPTS:-}" ]; then
+  export KAFKA_HEAP_OPTS="-Xms256M -Xmx2G"
+fi
+EXTRA_ARGS=\${EXTRA_ARGS-'-name $name'}
+if [ "\$1" = "-daemon" ]; then
+  EXTRA_ARGS="-daemon \$EXTRA_ARGS"
+  shift
+fi
+# shellcheck disable=SC2086
+exec "\$base_dir/kafka-run-class.sh" \$EXTRA_ARGS $class "\$@"
+EOF
+done
+
 # name -> main class, as in Apache Kafka 4.4's bin/ (checked against the 4.4.0 jars below)
 tools=(
   "kafka-topics.sh                org.apache.kafka.tools.TopicCommand"
@@ -274,7 +357,7 @@ tools=(
 classes_file="$DEST/.classes"
 if [ ! -f "$classes_file" ] || [ "$stamp" -nt "$classes_file" ]; then
   list_jar() { if command -v unzip >/dev/null 2>&1; then unzip -Z1 "$1"; else jar tf "$1"; fi; }
-  for j in "$DEST"/libs/kafka_2.13-*.jar "$DEST"/libs/kafka-tools-*.jar; do list_jar "$j"; done \
+  for j in "$DEST"/libs/kafka_2.13-*.jar "$DEST"/libs/kafka-tools-*.jar "$DEST"/libs/connect-runtime-*.jar; do list_jar "$j"; done \
     | grep '\.class$' >"$classes_file.tmp"
   mv "$classes_file.tmp" "$classes_file"
 fi

@@ -46,6 +46,10 @@ def pytest_runtest_makereport(item, call):
             report.sections.append(
                 (f"conflux log ({b.name}, {b.log_path})", b.log_tail(150) or "(empty)")
             )
+        # Other processes a test ran (e.g. the JVM applications of
+        # test_kafka_streams_and_connect.py): objects with .name, .log_path and .tail(n).
+        for p in getattr(item, "_conflux_jvm_procs", []):
+            report.sections.append((f"{p.name} log ({p.log_path})", p.tail(120) or "(empty)"))
 
 
 @pytest.fixture
