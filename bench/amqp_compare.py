@@ -21,7 +21,24 @@ Scenarios (per round and broker; every run is --duration seconds unless stated):
               consumer (same ack settings): publish -> deliver p50/p99 (PerfTest's consumer latency);
   fan-out     1 publisher (confirms, persistent, 1 KiB, unthrottled) -> fanout exchange -> 10
               durable queues -> 10 consumers: published msgs/s, deliveries/s, p50/p99;
-  memory      the broker's VmHWM over warm-up + load runs (for RabbitMQ: the beam.smp process).
+  (a) pubsub  1 publisher (confirms, --pc-confirm 200 in flight, persistent) -> one durable queue ->
+              1 consumer (manual ack, prefetch --pc-prefetch 200, multi-ack every --pc-multi-ack 100),
+              both at once, 100 B and 4 KiB bodies: confirmed and consumed msgs/s, latency;
+  (c) latency_half  the same set-up, 100 B, with the publisher held (PerfTest -r) at half the rate
+              this broker reached in (a) at 100 B in the same round: publish -> deliver p50/p99;
+  (b) fanout100  transient: 1 publisher (non-persistent 1 KiB messages, confirms 200 in flight)
+              -> fanout exchange -> 100 non-durable queues -> 100 consumers (one per queue, the
+              (a) ack settings): published msgs/s, deliveries/s, latency;
+  (d) xproto  Conflux only: Kafka -> AMQP (confluent-kafka producer, linger.ms=0, acks=all, to topic
+              lat.k2a) and MQTT -> AMQP (paho-mqtt QoS 1 publisher to lat/m2a), 500 msgs/s for 10 s
+              of 100 B timestamped records each, to a pika consumer (another process) of a queue
+              bound to exchange `lat` with key k2a / m2a: send -> receive p50/p99/max;
+  memory      the broker's VmHWM over warm-up + load runs (for RabbitMQ: the beam.smp process);
+  (e) depth   once per broker after the rounds, on a freshly started broker: --depth-bytes (2 GB)
+              of 1 KiB persistent messages (confirms, 200 in flight) into one durable queue with no
+              consumer (PerfTest -C); VmRSS sampled every 0.5 s, VmHWM (reset first), RSS 5 s after
+              the last confirm and after deleting the queue, the data directory's size, and
+              RabbitMQ's log lines about memory alarms.
 The rate figures are the mean of PerfTest's per-second samples without the first (JVM and
 connection start-up) and, for the drain, the last (partial) one. The broker's CPU time
 (/proc/<pid>/stat) is sampled around every run. Queues are deleted (pika) after each scenario.
@@ -33,7 +50,8 @@ persistent message on a durable queue after its message store / queue index fsyn
 once every queue it went to has delivered and had it acked (then it may never be written), and it
 delivers to consumers before the fsync.
 
-Usage:  .venv/bin/python bench/amqp_compare.py                 # 3 rounds, ~7-8 min
+Usage:  .venv/bin/python bench/amqp_compare.py                 # 3 rounds + depth, ~18 min
+        .venv/bin/python bench/amqp_compare.py --scenarios pubsub,latency_half --rounds 1
         .venv/bin/python bench/amqp_compare.py --help
 Results go in docs/BENCHMARKS.md with the machine and the command.
 """
@@ -139,6 +157,7 @@ class Conflux:
     def __init__(self, binary, workdir):
         self.binary, self.workdir = binary, workdir
         self.proc = self.data = self.port = self.log = None
+        self.kafka_port = self.mqtt_port = None
 
     def start(self):
         self.data = tempfile.mkdtemp(prefix="conflux-", dir=self.workdir)
@@ -155,6 +174,9 @@ class Conflux:
             m = re.search(r"listener bound protocol=amqp addr=127\.0\.0\.1:(\d+)", text)
             if m and "listener bound protocol=kafka" in text:  # the kafka line comes last: ready
                 self.port = int(m.group(1))
+                # the cross-protocol scenarios use the Kafka and MQTT listeners too
+                self.kafka_port = int(re.search(r"protocol=kafka addr=127\.0\.0\.1:(\d+)", text).group(1))
+                self.mqtt_port = int(re.search(r"protocol=mqtt addr=127\.0\.0\.1:(\d+)", text).group(1))
                 return time.monotonic() - t0
             if self.proc.poll() is not None:
                 break
@@ -361,8 +383,10 @@ def steady_rate(samples, field, drop_last=False):
     return statistics.mean(vals) if vals else float("nan")
 
 
-def run_perf_test(a, broker, args, timeout):
-    """Runs PerfTest against the broker; returns its samples/summary plus broker and client CPU seconds."""
+def run_perf_test(a, broker, args, timeout, check=True):
+    """Runs PerfTest against the broker; returns its samples/summary plus broker and client CPU seconds.
+
+    check=False: a non-zero exit or a timeout is returned (rc, output tail), not raised."""
     pid = broker.pid()
     log0 = broker.log_size()
     uri = f"amqp://guest:guest@127.0.0.1:{broker.port}"
@@ -385,15 +409,17 @@ def run_perf_test(a, broker, args, timeout):
     samples, summary = parse_perf_test(text)
     warns = broker.warnings_since(log0)
     errs = [l for l in text.splitlines() if re.search(r"Exception|ERROR|reply-code=[1-9]", l)]
-    if rc != 0 or not samples:
+    if check and (rc != 0 or not samples):
         raise RuntimeError(f"PerfTest {' '.join(args)} failed (rc={rc}): " + " | ".join(errs[:4] or text.splitlines()[-4:])
                            + (f"; broker logged: {' | '.join(warns[-3:])}" if warns else ""))
-    r = {"samples": samples, **summary, "wall_secs": wall, "broker_cpu_secs": c1 - c0,
+    r = {"samples": samples, **summary, "rc": rc, "wall_secs": wall, "broker_cpu_secs": c1 - c0,
          "client_cpu_secs": (ru.ru_utime + ru.ru_stime) if ru else float("nan")}
     if errs:
         r["client_errors"] = errs[:10]
     if warns:
         r["broker_warnings"] = warns[-20:]
+    if rc != 0:
+        r["output_tail"] = text.splitlines()[-6:]
     return r
 
 
@@ -543,6 +569,305 @@ def fanout(a, b):
     return r
 
 
+def pc_consumer_args(a):
+    return ["-q", str(a.pc_prefetch), "-A", str(a.pc_multi_ack)]
+
+
+def pubsub(a, b, size):
+    """(a) publish + consume at once: 1 publisher (confirms, --pc-confirm in flight, persistent) -> one
+    durable queue -> --pc-consumers consumers (manual ack, prefetch --pc-prefetch)."""
+    q = f"bench-pc-{size}"
+    args = ["-x", "1", "-y", str(a.pc_consumers), "-c", str(a.pc_confirm), "-s", str(size), "-f", "persistent",
+            "-ad", "false", *pc_consumer_args(a), "-u", q, "-z", str(a.duration)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.duration + 60)
+        os.sync()
+        try:
+            r["queue_depth_after"] = queue_depth(b, q)
+        except Exception as e:  # noqa: BLE001
+            r["queue_depth_error"] = str(e)[:300]
+    finally:
+        cleanup(b, [q])
+    r["published_per_sec"] = steady_rate(r["samples"], "confirmed")
+    r["received_per_sec"] = steady_rate(r["samples"], "received")
+    r["msgs_per_sec"] = r["received_per_sec"]
+    r["nacked"] = sum(s.get("nacked", 0) for s in r["samples"])
+    lat = r.get("consumer_lat_ms", {})
+    r["p50_ms"], r["p99_ms"] = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, sum(s.get("received", 0) for s in r["samples"])) * 1e6
+    r["args"] = args
+    return r
+
+
+def latency_half(a, b, res):
+    """(c) the pubsub scenario's set-up at half the rate this broker reached in it (same round, 100 B)."""
+    base = res.get(f"pubsub_{a.half_size}", {})
+    top = min(base.get("published_per_sec", float("nan")), base.get("received_per_sec", float("nan")))
+    if top != top:
+        raise RuntimeError(f"no pubsub_{a.half_size} rate in this round to halve")
+    rate = max(1, int(top / 2))
+    q = "bench-lat-half"
+    args = ["-x", "1", "-y", str(a.pc_consumers), "-r", str(rate), "-c", str(a.pc_confirm), "-s", str(a.half_size),
+            "-f", "persistent", "-ad", "false", *pc_consumer_args(a), "-u", q, "-z", str(a.duration)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.duration + 60)
+        os.sync()
+    finally:
+        cleanup(b, [q])
+    lat = r.get("consumer_lat_ms", {})
+    r["rate"] = rate
+    r["p50_ms"], r["p99_ms"] = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    r["received_per_sec"] = steady_rate(r["samples"], "received")
+    r["args"] = args
+    return r
+
+
+def fanout100(a, b):
+    """(b) transient fan-out: 1 publisher (non-persistent messages; confirms --fanout100-confirm in flight unless
+    0) -> fanout exchange -> --fanout100-queues non-durable queues -> one consumer each."""
+    n = a.fanout100_queues
+    conf = ["-c", str(a.fanout100_confirm)] if a.fanout100_confirm > 0 else []
+    args = ["-x", "1", "-y", str(n), *conf, "-s", str(a.fanout100_size), "-ad", "false", *pc_consumer_args(a),
+            "-e", "bench-fanout100", "-t", "fanout", "--queue-pattern", "bench-f100-%d", "--queue-pattern-from", "1",
+            "--queue-pattern-to", str(n), "-z", str(a.duration)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.duration + 120)
+        os.sync()
+    finally:
+        cleanup(b, [f"bench-f100-{i}" for i in range(1, n + 1)], ["bench-fanout100"])
+    r["published_per_sec"] = steady_rate(r["samples"], "confirmed" if conf else "sent")
+    r["deliveries_per_sec"] = steady_rate(r["samples"], "received")
+    lat = r.get("consumer_lat_ms", {})
+    r["p50_ms"], r["p99_ms"] = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, sum(s.get("received", 0) for s in r["samples"])) * 1e6
+    r["args"] = args
+    return r
+
+
+# (d) cross-protocol latency (Conflux only): Kafka or MQTT in, AMQP out.
+
+XPROTO = {"k2a": ("Kafka → AMQP", "lat.k2a"), "m2a": ("MQTT → AMQP", "lat/m2a")}
+
+
+def _xproto_consumer(port, key, queue, prefetch, ready, warm, out_q, limit_secs):
+    """Runs in a child process: a pika consumer of `queue` bound to exchange `lat` with `key`.
+    Every body starts with tag (W warm-up, M measured, E end), seq, CLOCK_MONOTONIC ns at send."""
+    import struct as st
+    import pika
+    lats, dups, seen = [], 0, set()
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", port, credentials=pika.PlainCredentials("guest", "guest"), heartbeat=0))
+        ch = conn.channel()
+        ch.queue_declare(queue, exclusive=True)
+        ch.queue_bind(queue, "lat", routing_key=key)  # an undeclared exchange: Conflux declares it
+        ch.basic_qos(prefetch_count=prefetch)
+        ready.set()
+        end = time.monotonic() + limit_secs
+        for m, _p, body in ch.consume(queue, inactivity_timeout=0.5):
+            now = time.monotonic_ns()
+            if m is None:
+                if time.monotonic() > end:
+                    break
+                continue
+            ch.basic_ack(m.delivery_tag)
+            tag, seq, ts = st.unpack_from(">cIQ", body)
+            if tag == b"E":
+                break
+            if tag == b"W":
+                warm.value += 1
+                continue
+            if seq in seen:
+                dups += 1
+                continue
+            seen.add(seq)
+            lats.append((now - ts) / 1e6)
+        conn.close()
+        out_q.put({"lats": lats, "dups": dups})
+    except Exception as e:  # noqa: BLE001
+        ready.set()
+        out_q.put({"error": repr(e)[:300], "lats": lats, "dups": dups})
+
+
+def xproto(a, b, kind):
+    import multiprocessing as mp
+    import struct as st
+    label, topic = XPROTO[kind]
+    key = kind
+    ctx = mp.get_context("fork")
+    ready, warm, out_q = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
+    n = int(a.xproto_rate * a.xproto_secs)
+    pid = b.pid()
+    c0, t0 = cpu_secs(pid), time.monotonic()
+    cons = ctx.Process(target=_xproto_consumer, args=(b.port, key, f"bench-lat-{kind}", a.pc_prefetch, ready, warm,
+                                                       out_q, a.xproto_secs + 60), daemon=True)
+    cons.start()
+    if not ready.wait(30):
+        cons.kill()
+        raise RuntimeError("consumer not ready in 30 s")
+    pad = b"x" * max(0, a.xproto_size - 13)
+
+    def body(tag, seq):
+        return st.pack(">cIQ", tag, seq, time.monotonic_ns()) + pad
+
+    acked = [0]
+    if kind == "k2a":
+        from confluent_kafka import Producer
+        from confluent_kafka.admin import AdminClient, NewTopic
+        boot = f"127.0.0.1:{b.kafka_port}"
+        adm = AdminClient({"bootstrap.servers": boot})
+        adm.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+        prod = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 0})
+
+        def on_ack(err, _msg):
+            if err is None:
+                acked[0] += 1
+
+        def send(tag, seq):
+            prod.produce(topic, body(tag, seq), on_delivery=on_ack)
+            prod.poll(0)
+
+        def finish():
+            prod.flush(30)
+    else:
+        import paho.mqtt.client as mqtt
+        prod = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-lat-m2a-{os.getpid()}",
+                           protocol=mqtt.MQTTv311, clean_session=True)
+        prod.max_inflight_messages_set(100)
+        prod.on_publish = lambda *_args: acked.__setitem__(0, acked[0] + 1)
+        prod.connect("127.0.0.1", b.mqtt_port, keepalive=60)
+        prod.loop_start()
+        deadline = time.monotonic() + 10
+        while not prod.is_connected():
+            if time.monotonic() > deadline:
+                raise RuntimeError("MQTT publisher not connected in 10 s")
+            time.sleep(0.01)
+
+        def send(tag, seq):
+            prod.publish(topic, body(tag, seq), qos=1)
+
+        def finish():
+            deadline = time.monotonic() + 30
+            while acked[0] < n + a.xproto_warmup + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            prod.disconnect()
+            prod.loop_stop()
+    try:
+        for i in range(a.xproto_warmup):  # creates the stream path end to end; not measured
+            send(b"W", i)
+            time.sleep(0.01)
+        deadline = time.monotonic() + 15
+        while warm.value < a.xproto_warmup and time.monotonic() < deadline:
+            time.sleep(0.01)
+        warm_got = warm.value
+        gap, nxt, t_send0 = 1.0 / a.xproto_rate, time.perf_counter(), time.monotonic()
+        for i in range(n):
+            nxt += gap
+            while True:
+                d = nxt - time.perf_counter()
+                if d <= 0:
+                    break
+                time.sleep(d)
+            send(b"M", i)
+        send_secs = time.monotonic() - t_send0
+        send(b"E", 0)
+        finish()
+        out = out_q.get(timeout=a.xproto_secs + 60)
+    finally:
+        cons.join(10)
+        if cons.is_alive():
+            cons.kill()
+    lats = sorted(out["lats"])
+    r = {"direction": label, "sent": n, "received": len(lats), "duplicates": out["dups"], "acked": acked[0],
+         "warmup_received": warm_got, "send_secs": send_secs, "offered_rate": a.xproto_rate,
+         "wall_secs": time.monotonic() - t0, "broker_cpu_secs": cpu_secs(pid) - c0}
+    if out.get("error"):
+        r["consumer_error"] = out["error"]
+    if not lats:
+        raise RuntimeError(f"{label}: nothing received ({out.get('error', '')})")
+    q = lambda f: lats[min(len(lats) - 1, int(f * len(lats)))]
+    r.update({"p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": lats[-1],
+              "mean_ms": statistics.mean(lats), "over_5ms": sum(1 for x in lats if x > 5),
+              "over_50ms": sum(1 for x in lats if x > 50)})
+    r["dropped"] = n - len(lats)
+    return r
+
+
+# (e) queue depth bounded by disk, not memory
+
+def dir_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def depth(a, b):
+    """--depth-bytes of --depth-size persistent messages, confirms, into one durable queue with no consumer;
+    the broker's VmRSS sampled throughout, VmHWM, and the same after --depth-settle s and after deleting it."""
+    import threading
+    size, q, pid = a.depth_size, "bench-depth", b.pid()
+    n = a.depth_bytes // size
+    time.sleep(1)
+    reset_hwm(pid)
+    rss0 = proc_status(pid, "VmRSS")
+    samples, stop = [], threading.Event()
+    t_start = time.monotonic()
+
+    def sample():
+        while not stop.is_set():
+            samples.append((round(time.monotonic() - t_start, 2), proc_status(pid, "VmRSS")))
+            stop.wait(0.5)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    args = ["-x", "1", "-y", "0", "-c", str(a.pc_confirm), "-s", str(size), "-f", "persistent", "-ad", "false",
+            "-u", q, "-C", str(n)]
+    try:
+        r = run_perf_test(a, b, args, timeout=a.depth_timeout, check=False)
+    finally:
+        stop.set()
+        th.join()
+    pub_secs = time.monotonic() - t_start
+    r.pop("samples_raw", None)
+    rates = [s.get("confirmed", 0) for s in r["samples"]]
+    r.update({"messages_asked": n, "size": size, "publish_secs": pub_secs, "rss_before_kib": rss0,
+              "rss_samples": samples, "rss_during_max_kib": max(v for _, v in samples) if samples else float("nan"),
+              "hwm_kib_after_publish": proc_status(pid, "VmHWM"), "rss_kib_after_publish": proc_status(pid, "VmRSS"),
+              "confirmed_sum": sum(rates), "msgs_per_sec": steady_rate(r["samples"], "confirmed")})
+    try:
+        r["queue_depth"] = queue_depth(b, q)
+    except Exception as e:  # noqa: BLE001
+        r["queue_depth_error"] = str(e)[:300]
+    r["bytes_queued"] = r.get("queue_depth", 0) * size
+    time.sleep(a.depth_settle)
+    r["rss_kib_settled"] = proc_status(pid, "VmRSS")
+    r["hwm_kib_settled"] = proc_status(pid, "VmHWM")
+    r["data_dir_bytes"] = dir_bytes(b.data)
+    if isinstance(b, RabbitMQ):
+        lines = []
+        for f in glob.glob(f"{b.data}/log/*.log"):
+            with open(f, errors="replace") as fh:
+                lines += [l.strip() for l in fh if re.search(r"alarm|memory|paging|flow", l, re.I)]
+        r["rabbitmq_log"] = lines[-20:]
+    t_del = time.monotonic()
+    cleanup(b, [q])
+    r["delete_secs"] = time.monotonic() - t_del
+    time.sleep(2)
+    r["rss_kib_after_delete"] = proc_status(pid, "VmRSS")
+    r["peak_mib"] = r["hwm_kib_settled"] / 1024
+    r["rss_during_max_mib"] = r["rss_during_max_kib"] / 1024
+    r["rss_settled_mib"] = r["rss_kib_settled"] / 1024
+    r["rss_growth_per_gib_queued_mib"] = ((r["hwm_kib_settled"] - rss0) / 1024 /
+                                          max(1e-9, r["bytes_queued"] / 2 ** 30))
+    r["args"] = args
+    return r
+
+
 def idle_conns(a, b):
     """--connections idle connections (one channel each) on a freshly started broker: VmRSS before and held."""
     import pika
@@ -619,8 +944,41 @@ def run_round(a, b, round_no):
                 step(f"latency_{rate}", lambda rate=rate: latency(a, b, rate))
         if "fanout" in a.scenarios:
             step("fanout", lambda: fanout(a, b))
+        if "pubsub" in a.scenarios:
+            for size in a.pc_sizes:
+                step(f"pubsub_{size}", lambda size=size: pubsub(a, b, size))
+        if "latency_half" in a.scenarios:
+            step("latency_half", lambda: latency_half(a, b, res))
+        if "fanout100" in a.scenarios:
+            step("fanout100", lambda: fanout100(a, b))
+        if "xproto" in a.scenarios:
+            for kind in XPROTO:
+                if isinstance(b, RabbitMQ):  # Conflux only: RabbitMQ has no Kafka front-end
+                    res[f"xproto_{kind}"] = {"na": True}
+                else:
+                    step(f"xproto_{kind}", lambda kind=kind: xproto(a, b, kind))
         res["rss"] = {"peak_mib": proc_status(b.pid(), "VmHWM") / 1024, "end_mib": proc_status(b.pid(), "VmRSS") / 1024}
         print(f"   peak RSS over the load runs {res['rss']['peak_mib']:.1f} MiB", flush=True)
+    finally:
+        b.stop()
+    return res
+
+
+def run_depth(a, b):
+    """(e) on a freshly started broker, once per broker (after the rounds)."""
+    res = {}
+    secs = b.start()
+    print(f"-- queue depth: {b.name} on 127.0.0.1:{b.port} (pid {b.pid()}, started in {secs:.1f} s, "
+          f"load {os.getloadavg()[0]:.2f})", flush=True)
+    la = os.getloadavg()[0]
+    try:
+        res["depth"] = depth(a, b)
+        res["depth"]["loadavg_before"] = la
+        res["depth"]["loadavg_after"] = os.getloadavg()[0]
+        print(f"   {'depth':<14} {summary('depth', res['depth'])}", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"   !! {b.name} depth: {e}", flush=True)
+        res["depth"] = {"error": str(e)[:800]}
     finally:
         b.stop()
     return res
@@ -641,9 +999,28 @@ def summary(key, r):
                 f"{r.get('queue_depth_after', '?'):,}  {cpu}")
     if key.startswith("latency"):
         return (f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  received {r['received_per_sec']:,.0f}/s  {cpu}")
-    if key == "fanout":
+    if key in ("fanout", "fanout100"):
         return (f"{r['published_per_sec']:>9,.0f} msg/s published, {r['deliveries_per_sec']:,.0f} deliveries/s  "
                 f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  {cpu}")
+    if key.startswith("pubsub"):
+        extra = f"  !! {r['nacked']} nacked" if r.get("nacked") else ""
+        return (f"{r['published_per_sec']:>9,.0f} msg/s confirmed, {r['received_per_sec']:,.0f} msg/s received  "
+                f"left in queue {r.get('queue_depth_after', '?'):,}  latency p50/p99 {r['p50_ms']:.1f}/{r['p99_ms']:.1f} ms"
+                f"  {cpu}{extra}")
+    if key == "latency_half":
+        return (f"at {r['rate']:,} msg/s: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  received "
+                f"{r['received_per_sec']:,.0f}/s  {cpu}")
+    if key.startswith("xproto"):
+        return (f"{r['direction']}: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
+                f"({r['over_5ms']} over 5 ms)  received {r['received']:,}/{r['sent']:,} (dups {r['duplicates']}) in "
+                f"{r['send_secs']:.1f} s  {cpu}")
+    if key == "depth":
+        return (f"{r.get('queue_depth', '?'):,} × {r['size']} B queued ({r['bytes_queued'] / 1e9:.2f} GB) in "
+                f"{r['publish_secs']:.0f} s ({r['msgs_per_sec']:,.0f} msg/s, PerfTest rc {r['rc']}); RSS "
+                f"{r['rss_before_kib'] / 1024:.0f} MiB before, max {r['rss_during_max_kib'] / 1024:.0f} MiB during, "
+                f"{r['rss_kib_settled'] / 1024:.0f} MiB after (VmHWM {r['hwm_kib_settled'] / 1024:.0f} MiB), "
+                f"{r['rss_kib_after_delete'] / 1024:.0f} MiB after the queue's deletion ({r['delete_secs']:.1f} s); "
+                f"data dir {r['data_dir_bytes'] / 1e9:.2f} GB")
     if key == "idle":
         return (f"held {r['held']:,} (refused {r['refused']:,}) opened in {r['open_secs']:.1f} s; RSS "
                 f"{r['rss_before_kib'] / 1024:.1f} -> {r['rss_held_kib'] / 1024:.1f} MiB = {r['kib_per_conn']:.1f} KiB/conn")
@@ -668,7 +1045,10 @@ def fmt(v):
 
 
 def values(results, scen, field):
-    vals = [res[scen][field] for res in results if scen in res and isinstance(res[scen], dict) and field in res[scen]]
+    if scen is None:  # a top-level figure of each round
+        vals = [res[field] for res in results if field in res]
+    else:
+        vals = [res[scen][field] for res in results if scen in res and isinstance(res[scen], dict) and field in res[scen]]
     return [v for v in vals if isinstance(v, (int, float)) and v == v]
 
 
@@ -699,7 +1079,39 @@ def rows(a):
         out.append(("fanout", "deliveries_per_sec", f"{fo}: delivered", "deliveries/s", "↑"))
         out.append(("fanout", "p50_ms", f"{fo}: latency p50 (unthrottled: includes queueing)", "ms", "↓"))
         out.append(("fanout", "p99_ms", f"{fo}: latency p99", "ms", "↓"))
+    pc = (f"1 publisher, persistent, confirms ({a.pc_confirm} in flight) → 1 durable queue → {a.pc_consumers} "
+          f"consumer{'s' if a.pc_consumers > 1 else ''} (manual ack, prefetch {a.pc_prefetch}, multi-ack every {a.pc_multi_ack})")
+    for size in a.pc_sizes if "pubsub" in a.scenarios else ():
+        out.append((f"pubsub_{size}", "published_per_sec", f"(a) publish + consume {size_label(size)}, {pc}: published "
+                                                             f"(confirmed)", "msgs/s", "↑"))
+        out.append((f"pubsub_{size}", "received_per_sec", f"(a) the same run, {size_label(size)}: consumed", "msgs/s", "↑"))
+        out.append((f"pubsub_{size}", "p99_ms", f"(a) the same run, {size_label(size)}: latency p99 (unthrottled: "
+                                                 f"includes queueing)", "ms", "↓"))
+    if "latency_half" in a.scenarios:
+        out.append(("latency_half", "rate", f"(c) rate: half of this broker's (a) {size_label(a.half_size)} rate in the "
+                                            f"same round", "msgs/s", "↑"))
+        for f in ("p50_ms", "p99_ms"):
+            out.append(("latency_half", f, f"(c) latency publish → deliver at that rate, {size_label(a.half_size)}, "
+                                           f"(a)'s settings, {f[:3]}", "ms", "↓"))
+    if "fanout100" in a.scenarios:
+        conf = f"confirms ({a.fanout100_confirm} in flight)" if a.fanout100_confirm > 0 else "no confirms"
+        fo = (f"(b) transient fan-out 1 → fanout exchange → {a.fanout100_queues} non-durable queues → "
+              f"{a.fanout100_queues} consumers, {size_label(a.fanout100_size)} non-persistent, {conf}")
+        out.append(("fanout100", "published_per_sec", f"{fo}: published", "msgs/s", "↑"))
+        out.append(("fanout100", "deliveries_per_sec", f"{fo}: delivered", "deliveries/s", "↑"))
+        out.append(("fanout100", "p99_ms", f"{fo}: latency p99 (unthrottled)", "ms", "↓"))
+    if "xproto" in a.scenarios:
+        for kind, (label, topic) in XPROTO.items():
+            for f in ("p50_ms", "p99_ms", "max_ms"):
+                out.append((f"xproto_{kind}", f, f"(d) {label} latency, `{topic}` → queue bound to `lat`/`{kind}`, "
+                                                 f"{a.xproto_rate}/s × {a.xproto_secs} s, {f[:-3]}", "ms", "↓"))
     out.append(("rss", "peak_mib", "broker peak RSS over warm-up + the load runs above (VmHWM)", "MiB", "↓"))
+    if "depth" in a.scenarios:
+        dl = f"(e) {a.depth_bytes / 1e9:g} GB of {size_label(a.depth_size)} persistent messages (confirms) queued, no consumer"
+        out.append(("depth", "msgs_per_sec", f"{dl}: publish rate", "msgs/s", "↑"))
+        out.append(("depth", "rss_during_max_mib", f"{dl}: broker RSS, highest sample while publishing", "MiB", "↓"))
+        out.append(("depth", "rss_settled_mib", f"{dl}: broker RSS {a.depth_settle} s after the last confirm", "MiB", "↓"))
+        out.append(("depth", "peak_mib", f"{dl}: broker VmHWM (reset before the run)", "MiB", "↓"))
     if "idle" in a.scenarios:
         out.append(("idle", "kib_per_conn", f"memory per idle connection ({a.connections:,} held, 1 channel each)", "KiB", "↓"))
         out.append(("idle", "rss_held_kib", f"broker RSS holding {a.connections:,} idle connections (fresh broker)", "KiB", "↓"))
@@ -708,10 +1120,12 @@ def rows(a):
 
 def cell(results, scen, field):
     v = values(results, scen, field)
+    if not v and results and all(res.get(scen, {}).get("na") for res in results):
+        return "n/a"
     if not v:
         return "error" if any("error" in res.get(scen, {}) for res in results) else "–"
     s = f"{fmt(statistics.median(v))} ({fmt(min(v))}–{fmt(max(v))})" if len(v) > 1 else fmt(v[0])
-    if len(v) < len(results):
+    if len(v) < len(results) and scen != "depth":  # depth runs once per broker
         s += f" [{len(v)} of {len(results)} runs]"
     return s
 
@@ -736,8 +1150,40 @@ def render(a, brokers, results):
     return "\n".join(lines)
 
 
+def targets(a, brokers, results):
+    c, m = brokers
+    out = []
+
+    def r(scen, field):
+        x, y = med(results[c.key], scen, field), med(results[m.key], scen, field)
+        return x / y if y and y == y and x == x else float("nan")
+
+    for size in a.pc_sizes if "pubsub" in a.scenarios else ():
+        x = r(f"pubsub_{size}", "received_per_sec")
+        ok = "MET" if x >= 2 else ("MISSED" if x == x else "NOT MEASURED")
+        out.append(f"- (a) persistent publish + consume with confirms, {size_label(size)}, ≥ 2× RabbitMQ: **{ok}** "
+                   f"({ratio(x)}: Conflux {fmt(med(results[c.key], f'pubsub_{size}', 'received_per_sec'))} msgs/s, "
+                   f"RabbitMQ {fmt(med(results[m.key], f'pubsub_{size}', 'received_per_sec'))} msgs/s consumed)")
+    for kind, (label, _t) in XPROTO.items() if "xproto" in a.scenarios else ():
+        p99 = med(results[c.key], f"xproto_{kind}", "p99_ms")
+        ok = "MET" if p99 < 5 else ("MISSED" if p99 == p99 else "NOT MEASURED")
+        out.append(f"- (d) {label} p99 < 5 ms at {a.xproto_rate}/s: **{ok}** (p99 {fmt(p99)} ms, range "
+                   f"{fmt(min(values(results[c.key], f'xproto_{kind}', 'p99_ms') or [float('nan')]))}–"
+                   f"{fmt(max(values(results[c.key], f'xproto_{kind}', 'p99_ms') or [float('nan')]))} ms)")
+    if "depth" in a.scenarios:
+        for b in brokers:
+            d = results[b.key][0].get("depth", {}) if results[b.key] else {}
+            if "error" in d or "bytes_queued" not in d:
+                out.append(f"- (e) {b.name}: depth run failed: {d.get('error', 'not run')}")
+                continue
+            out.append(f"- (e) {b.name}: {d['bytes_queued'] / 1e9:.2f} GB queued; RSS {d['rss_before_kib'] / 1024:.0f} → "
+                       f"max {d['rss_during_max_kib'] / 1024:.0f} MiB during, VmHWM {d['hwm_kib_settled'] / 1024:.0f} MiB "
+                       f"= {d['rss_growth_per_gib_queued_mib']:.0f} MiB of peak RSS growth per GiB queued")
+    return "\n".join(out)
+
+
 def render_cpu(a, brokers, results):
-    scen = [k for k, *_ in rows(a) if k not in ("rss",)]
+    scen = [k for k, *_ in rows(a) if k not in ("rss", "depth")]
     scen = sorted(set(scen), key=scen.index)
     lines = [f"| run | {brokers[0].name} broker CPU s (% of wall) | {brokers[1].name} broker CPU s (% of wall) | "
              f"{brokers[0].name} broker µs CPU per message | {brokers[1].name} broker µs CPU per message | "
@@ -819,8 +1265,31 @@ def main():
     ap.add_argument("--hold", type=float, default=3, help="seconds the idle connections are held")
     ap.add_argument("--work-dir", default="/tmp/amqp-bench-work",
                     help="gets a private copy of the Conflux binary and the brokers' data dirs (wiped at the end)")
-    ap.add_argument("--scenarios", type=lambda s: s.split(","), default=["idle", "publish", "consume", "latency", "fanout"],
-                    help="comma-separated subset of idle,publish,consume,latency,fanout")
+    ap.add_argument("--pc-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 4096],
+                    help="(a) pubsub: body sizes (bytes, comma-separated)")
+    ap.add_argument("--pc-confirm", type=int, default=200, help="(a), (c), (e): unconfirmed publishes in flight")
+    ap.add_argument("--pc-prefetch", type=int, default=200, help="(a), (b), (c), (d): consumer prefetch")
+    ap.add_argument("--pc-multi-ack", type=int, default=100, help="(a), (b), (c): multi-ack every N deliveries")
+    ap.add_argument("--pc-consumers", type=int, default=1, help="(a), (c): consumers of the one queue")
+    ap.add_argument("--half-size", type=int, default=100,
+                    help="(c) latency_half: body size; its rate is half of the pubsub run of this size")
+    ap.add_argument("--fanout100-queues", type=int, default=100)
+    ap.add_argument("--fanout100-size", type=int, default=1024)
+    ap.add_argument("--fanout100-confirm", type=int, default=200,
+                    help="(b) unconfirmed publishes in flight; 0 = no confirms (an unthrottled publisher)")
+    ap.add_argument("--xproto-rate", type=int, default=500, help="(d) msgs/s")
+    ap.add_argument("--xproto-secs", type=int, default=10, help="(d) seconds measured per direction")
+    ap.add_argument("--xproto-size", type=int, default=100, help="(d) record/message size (bytes)")
+    ap.add_argument("--xproto-warmup", type=int, default=20, help="(d) unmeasured messages first")
+    ap.add_argument("--depth-bytes", type=int, default=2_000_000_000, help="(e) bytes of bodies queued")
+    ap.add_argument("--depth-size", type=int, default=1024, help="(e) body size")
+    ap.add_argument("--depth-settle", type=int, default=5, help="(e) seconds before the RSS after the run is read")
+    ap.add_argument("--depth-timeout", type=int, default=600, help="(e) most seconds the depth publish may take")
+    ap.add_argument("--scenarios", type=lambda s: s.split(","),
+                    default=["idle", "publish", "consume", "latency", "fanout", "pubsub", "latency_half", "fanout100",
+                             "xproto", "depth"],
+                    help="comma-separated subset of idle,publish,consume,latency,fanout,pubsub,latency_half,fanout100,"
+                         "xproto,depth (depth: once per broker, after the rounds, on a fresh broker)")
     ap.add_argument("--json", help="also write every raw figure here")
     a = ap.parse_args(argv)
 
@@ -861,6 +1330,13 @@ def main():
             order = brokers if r % 2 == 0 else brokers[::-1]
             for b in order:
                 results[b.key].append(run_round(a, b, r + 1))
+        if "depth" in a.scenarios:
+            for b in brokers:
+                d = run_depth(a, b)
+                if results[b.key]:
+                    results[b.key][0].update(d)
+                else:
+                    results[b.key].append(d)
     finally:
         for b in brokers:
             b.stop()
@@ -873,7 +1349,10 @@ def main():
     print()
     print(render_cpu(a, brokers, results))
     print()
-    print(f"broker start-up (median): " + ", ".join(f"{b.name} {fmt(statistics.median([x['start_secs'] for x in results[b.key]]))} s"
+    print("Targets:")
+    print(targets(a, brokers, results))
+    print()
+    print(f"broker start-up (median): " + ", ".join(f"{b.name} {fmt(statistics.median(values(results[b.key], None, 'start_secs') or [float('nan')]))} s"
                                                    for b in brokers if results[b.key]))
     print(f"run time {elapsed / 60:.1f} min; load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}")
     problems = []
@@ -884,6 +1363,12 @@ def main():
                     continue
                 if "error" in v:
                     problems.append(f"error: {k} round {i + 1} {s}: {v['error']}")
+                if v.get("dropped"):
+                    problems.append(f"lost: {k} round {i + 1} {s}: {v['dropped']:,} of {v.get('sent', '?'):,} not received")
+                if v.get("consumer_error"):
+                    problems.append(f"consumer error: {k} round {i + 1} {s}: {v['consumer_error']}")
+                if s == "depth" and v.get("rc"):
+                    problems.append(f"depth: {k}: PerfTest rc {v['rc']}: {' | '.join(v.get('output_tail', []))[:400]}")
                 if v.get("nacked"):
                     problems.append(f"nacks: {k} round {i + 1} {s}: {v['nacked']:,}")
                 if v.get("refused"):

@@ -13,13 +13,22 @@ Scenarios (per round and broker):
   fan-out   1 -> 1,000 subscribers of one topic, QoS 0, 500 messages at 100/s and at 50/s:
             deliveries/s and publish -> deliver p50/p99 over every delivery (see FanoutHelper);
   idle      10,000 idle connections held (a freshly started broker): the broker's VmRSS before
-            and while they are held -> memory per idle connection.
+            and while they are held -> memory per idle connection;
+  slowsub   a slow subscriber with a persistent session (a freshly started broker; this script's
+            own raw-socket clients): it connects with clean session 0 and subscribes at QoS 1;
+            a publisher sends 200,000 QoS 1 messages of 1 KiB (50 unacknowledged at most); the
+            subscriber reads 2,000 msgs/s for 5 s, DISCONNECTs (the session stays), stays away
+            until the publisher is done, then comes back (clean session 0) and reads everything:
+            distinct messages delivered (must equal sent), duplicates, and the broker's VmRSS
+            sampled every 0.25 s. Conflux gets mqtt_max_queued_messages_persistent = 1,000,000
+            (config file: there is no flag), Mosquitto max_queued_messages 10,000,000, so neither
+            drops by its session limit.
 The broker's CPU time (/proc/<pid>/stat) is sampled around every scenario.
 
 Durability is NOT the same: Conflux (`--fsync always`, its default) fsyncs a QoS 1/2 message
 before its PUBACK/PUBREC; Mosquitto (persistence off, its default) keeps nothing on disk.
 
-Usage:  .venv/bin/python bench/mqtt_compare.py                 # 3 rounds, ~13 min
+Usage:  .venv/bin/python bench/mqtt_compare.py                 # 3 rounds, ~15 min
         .venv/bin/python bench/mqtt_compare.py --help
 Results go in docs/BENCHMARKS.md with the machine and the command.
 """
@@ -97,14 +106,22 @@ class Conflux:
     durability = ("`conflux serve --fsync always` (its default): every QoS 1/2 PUBLISH is fsync'd "
                   "before its PUBACK/PUBREC (group commit); subscribers only get fsync'd messages")
 
-    def __init__(self, binary, workdir):
+    # Config-file only (no flag): a persistent session's durable queue. Its default, 100,000, is below
+    # the slow-subscriber scenario's 200,000 messages.
+    config_toml = "mqtt_max_queued_messages_persistent = {persistent}\n"
+
+    def __init__(self, binary, workdir, persistent_queue=1_000_000):
         self.binary, self.workdir = binary, workdir
+        self.persistent_queue = persistent_queue
         self.proc = self.data = self.addr = self.log = None
 
     def start(self):
         self.data = tempfile.mkdtemp(prefix="conflux-", dir=self.workdir)
         self.log = open(os.path.join(self.data, "broker.log"), "w+")
-        args = [self.binary, "serve", "--data-dir", os.path.join(self.data, "d"),
+        conf = os.path.join(self.data, "conflux.toml")
+        with open(conf, "w") as f:
+            f.write(self.config_toml.format(persistent=self.persistent_queue))
+        args = [self.binary, "serve", "--config", conf, "--data-dir", os.path.join(self.data, "d"),
                 "--kafka-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0",
                 "--mqtt-ws-listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0",
                 "--http-listen", "127.0.0.1:0", "--mqtt-max-queued-messages", "10000000",
@@ -229,11 +246,13 @@ def _s(b):
     return struct.pack(">H", len(b)) + b
 
 
-def mqtt_connect(addr, client_id, keepalive=300, timeout=10):
+def mqtt_connect(addr, client_id, keepalive=300, timeout=10, clean=True, session_present=None):
+    """MQTT 3.1.1 CONNECT; session_present: a list that gets the CONNACK's session-present flag."""
     host, port = addr.rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(_frame(0x10, _s(b"MQTT") + bytes([4, 0x02]) + struct.pack(">H", keepalive) + _s(client_id.encode())))
+    s.sendall(_frame(0x10, _s(b"MQTT") + bytes([4, 0x02 if clean else 0x00]) + struct.pack(">H", keepalive)
+                     + _s(client_id.encode())))
     ack = b""
     while len(ack) < 4:
         chunk = s.recv(4 - len(ack))
@@ -242,6 +261,8 @@ def mqtt_connect(addr, client_id, keepalive=300, timeout=10):
         ack += chunk
     if ack[0] != 0x20 or ack[3] != 0:
         raise OSError(f"CONNACK refused: {ack.hex()}")
+    if session_present is not None:
+        session_present.append(ack[2] & 1)
     return s
 
 
@@ -465,6 +486,244 @@ def idle_conns(a, b):
     return r
 
 
+def iter_packets(buf, pos):
+    """Complete packets in buf (a bytearray) from pos: yields (first byte, body start, body end); the caller
+    drops the consumed prefix once (cheaper than read_packets' del per packet for bulk reads)."""
+    n_buf = len(buf)
+    while True:
+        if n_buf - pos < 2:
+            return
+        n, mult, i = 0, 1, pos + 1
+        while True:
+            if i >= n_buf:
+                return
+            b = buf[i]
+            n += (b & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not b & 0x80:
+                break
+        if n_buf < i + n:
+            return
+        yield buf[pos], i, i + n
+        pos = i + n
+
+
+class SlowSubscriber:
+    """A persistent-session (clean session 0) QoS 1 subscriber that reads slowly, goes away and comes back.
+
+    Counts every distinct message (by the sequence number in its first 8 bytes) and duplicates, and
+    PUBACKs each delivery once it has been read."""
+
+    def __init__(self, addr, client_id, topic, n):
+        self.addr, self.client_id, self.topic, self.n = addr, client_id, topic, n
+        self.seen = bytearray(n)
+        self.unique = self.dups = self.deliveries = self.other = 0
+        self.sock, self.buf = None, bytearray()
+        self.session_present = []
+
+    def connect(self, subscribe=False):
+        self.sock = mqtt_connect(self.addr, self.client_id, keepalive=600, clean=False,
+                                 session_present=self.session_present)
+        self.buf = bytearray()
+        if subscribe:
+            self.sock.sendall(_frame(0x82, struct.pack(">H", 1) + _s(self.topic) + b"\x01"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.read_some(65536, 1.0) is None:
+                    raise OSError("closed before SUBACK")
+                if getattr(self, "granted", None) is not None:
+                    if self.granted != 1:
+                        raise OSError(f"SUBACK granted {self.granted}")
+                    return
+            raise OSError("no SUBACK in 10 s")
+
+    def read_some(self, bufsize, timeout, limit=None):
+        """One recv (up to bufsize bytes); handles every complete packet in the buffer, at most `limit`
+        PUBLISHes; returns how many PUBLISHes were handled, None if the broker closed."""
+        self.sock.settimeout(timeout)
+        if limit is None or not self._pending_publish():
+            try:
+                chunk = self.sock.recv(bufsize)
+            except socket.timeout:
+                chunk = b"-"
+            if not chunk:
+                return None
+            if chunk != b"-":
+                self.buf += chunk
+        got, acks, pos, buf = 0, [], 0, self.buf
+        for first, b0, b1 in iter_packets(buf, 0):
+            kind = first >> 4
+            if kind == 3:
+                if limit is not None and got >= limit:
+                    break
+                qos = (first >> 1) & 3
+                tlen = struct.unpack_from(">H", buf, b0)[0]
+                p = b0 + 2 + tlen
+                if qos:
+                    acks.append(b"\x40\x02" + bytes(buf[p:p + 2]))
+                    p += 2
+                seq = struct.unpack_from(">Q", buf, p)[0]
+                self.deliveries += 1
+                got += 1
+                if seq < self.n:
+                    if self.seen[seq]:
+                        self.dups += 1
+                    else:
+                        self.seen[seq] = 1
+                        self.unique += 1
+            elif kind == 9:
+                self.granted = buf[b0 + 2]
+            else:
+                self.other += 1
+            pos = b1
+        if pos:
+            del buf[:pos]
+        if acks:
+            self.sock.sendall(b"".join(acks))
+        return got
+
+    def _pending_publish(self):
+        for first, _b0, _b1 in iter_packets(self.buf, 0):
+            if first >> 4 == 3:
+                return True
+        return False
+
+    def disconnect(self):
+        try:
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT: with clean session 0 the session stays
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
+
+
+def slow_publisher(addr, client_id, topic, n, size, window, out):
+    """QoS 1 publisher: n messages of `size` bytes, at most `window` unacknowledged."""
+    try:
+        s = mqtt_connect(addr, client_id, keepalive=600)
+        s.settimeout(30)
+        pad = b"x" * (size - 8)
+        head = _s(topic)
+        sent = acked = 0
+        buf = bytearray()
+        t0 = time.monotonic()
+        while acked < n:
+            out_frames = []
+            while sent - acked < window and sent < n:
+                pid = sent % 65535 + 1
+                out_frames.append(_frame(0x32, head + struct.pack(">HQ", pid, sent) + pad))
+                sent += 1
+            if out_frames:
+                s.sendall(b"".join(out_frames))
+            chunk = s.recv(65536)
+            if not chunk:
+                raise OSError(f"publisher closed by the broker after {acked:,} PUBACKs")
+            buf += chunk
+            pos = 0
+            for first, _b0, b1 in iter_packets(buf, 0):
+                if first >> 4 == 4:
+                    acked += 1
+                pos = b1
+            del buf[:pos]
+        out["publish_secs"] = time.monotonic() - t0
+        s.sendall(b"\xe0\x00")
+        s.close()
+    except Exception as e:  # noqa: BLE001
+        out["error"] = repr(e)[:300]
+    finally:
+        out["sent"], out["acked"] = sent, acked
+        out["done"] = time.monotonic()
+
+
+def slowsub(a, b):
+    """The slow-subscriber scenario on a freshly started broker (see the module docstring)."""
+    pid = b.pid()
+    time.sleep(0.5)
+    rss0 = proc_status(pid, "VmRSS")
+    log0 = b.log_size()
+    c0, t0 = cpu_secs(pid), time.monotonic()
+    run = f"{os.getpid()}-{time.monotonic_ns() % 10 ** 9}"
+    topic = f"slow/{run}".encode()
+    n = a.slow_messages
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append((round(time.monotonic() - t0, 2), proc_status(pid, "VmRSS")))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    sub = SlowSubscriber(b.addr, f"slowsub-{run}", topic, n)
+    r = {"messages": n, "size": a.slow_size, "rss_before_kib": rss0}
+    try:
+        sub.connect(subscribe=True)
+        pub = {}
+        pt = threading.Thread(target=slow_publisher, args=(b.addr, f"slowpub-{run}", topic, n, a.slow_size,
+                                                           a.slow_inflight, pub), daemon=True)
+        pt.start()
+        # 1. connected but slow: at most --slow-rate messages a second for --slow-secs
+        t_slow, got = time.monotonic(), 0
+        while time.monotonic() < t_slow + a.slow_secs:
+            want = int((time.monotonic() - t_slow) * a.slow_rate) - got
+            if want <= 0:
+                time.sleep(0.005)
+                continue
+            k = sub.read_some(4096, 0.2, limit=want)
+            if k is None:
+                raise OSError("slow subscriber closed by the broker")
+            got += k
+        r["slow_phase_received"] = sub.unique
+        # 2. away (DISCONNECT, session kept) until the publisher is done and at least --slow-away s
+        sub.disconnect()
+        t_away = time.monotonic()
+        pt.join(max(0, a.slow_away - (time.monotonic() - t_away)))
+        deadline = time.monotonic() + a.slow_timeout
+        while pt.is_alive() and time.monotonic() < deadline:
+            pt.join(0.5)
+        if pt.is_alive():
+            r["publisher_timeout"] = True
+        r.update({f"pub_{k}": v for k, v in pub.items() if k != "done"})
+        r["away_secs"] = time.monotonic() - t_away
+        r["rss_before_drain_kib"] = proc_status(pid, "VmRSS")
+        # 3. back: read everything at full speed
+        t_back = time.monotonic()
+        sub.connect()
+        r["session_present"] = sub.session_present[-1]
+        last = time.monotonic()
+        deadline = t_back + a.slow_timeout
+        while sub.unique < n and time.monotonic() < deadline and time.monotonic() - last < a.slow_idle:
+            k = sub.read_some(262144, 0.5)
+            if k is None:
+                r["drain_closed"] = True
+                break
+            if k:
+                last = time.monotonic()
+        r["drain_secs"] = last - t_back
+        sub.disconnect()
+        # the session is removed afterwards (clean session 1, same client id)
+        try:
+            mqtt_connect(b.addr, f"slowsub-{run}").sendall(b"\xe0\x00")
+        except OSError:
+            pass
+    finally:
+        stop.set()
+        sampler.join()
+    r.update({"delivered": sub.unique, "duplicates": sub.dups, "deliveries": sub.deliveries,
+              "dropped": n - sub.unique, "drain_per_sec": (n - r.get("slow_phase_received", 0)) / max(1e-9, r["drain_secs"]),
+              "rss_samples": samples, "rss_max_kib": max(v for _, v in samples),
+              "peak_mib": proc_status(pid, "VmHWM") / 1024, "rss_end_kib": proc_status(pid, "VmRSS"),
+              "wall_secs": time.monotonic() - t0, "broker_cpu_secs": cpu_secs(pid) - c0})
+    r["rss_max_mib"] = r["rss_max_kib"] / 1024
+    warns = b.warnings_since(log0)
+    if warns:
+        r["broker_warnings"] = warns[-20:]
+    r["pub_per_sec"] = r.get("pub_acked", 0) / r["pub_publish_secs"] if r.get("pub_publish_secs") else float("nan")
+    r["broker_cpu_us_per_msg"] = r["broker_cpu_secs"] / max(1, sub.unique) * 1e6
+    return r
+
+
 def run_round(a, b, round_no):
     """Every scenario against broker b; returns {scenario key: figures or {"error": ...}}."""
     res = {}
@@ -506,6 +765,13 @@ def run_round(a, b, round_no):
             res["rss_idle_peak"] = {"peak_mib": proc_status(b.pid(), "VmHWM") / 1024}
         finally:
             b.stop()
+    if "slowsub" in a.scenarios:
+        # On a fresh broker too: its peak RSS is this scenario's alone.
+        b.start()
+        try:
+            step("slowsub", lambda: slowsub(a, b))
+        finally:
+            b.stop()
     return res
 
 
@@ -522,6 +788,12 @@ def summary(key, r):
         extra = f"  helper: {r['helper_error']}" if r.get("helper_error") else ""
         return (f"{r['deliveries_per_sec']:>10,.0f} deliveries/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
                 f"received {r['received']:,}  {cpu}{drop}{extra}")
+    if key == "slowsub":
+        sp = {1: "yes", 0: "NO"}.get(r.get("session_present"), "?")
+        return (f"delivered {r['delivered']:,}/{r['messages']:,} (dups {r['duplicates']:,}; {r['slow_phase_received']:,} "
+                f"while slow) published at {r['pub_per_sec']:,.0f}/s; session present on return: {sp}; drained at "
+                f"{r['drain_per_sec']:,.0f}/s; RSS {r['rss_before_kib'] / 1024:.1f} -> max {r['rss_max_kib'] / 1024:.1f} MiB "
+                f"(VmHWM {r['peak_mib']:.1f} MiB, {r['rss_end_kib'] / 1024:.1f} MiB at the end)  {cpu}{drop}")
     if key == "idle":
         return (f"held {r['held']:,} (refused {r['failed']:,}) in {r['open_secs']:.1f} s; RSS {r['rss_before_kib'] / 1024:.1f}"
                 f" -> {r['rss_held_kib'] / 1024:.1f} MiB = {r['kib_per_conn']:.2f} KiB/conn; broker fds {r['broker_fds_held']:,}")
@@ -573,6 +845,13 @@ def rows(a):
     if "idle" in a.scenarios:
         out.append(("idle", "kib_per_conn", f"memory per idle connection ({a.connections:,} held)", "KiB", "↓"))
     out.append(("rss", "peak_mib", "broker peak RSS over the scenarios above (VmHWM)", "MiB", "↓"))
+    if "slowsub" in a.scenarios:
+        sl = (f"slow subscriber, persistent session (clean session 0), QoS 1: {a.slow_messages:,} × "
+              f"{size_label(a.slow_size)} QoS 1 published ({a.slow_inflight} in flight)")
+        out.append(("slowsub", "delivered", f"{sl}: distinct messages delivered", "messages", "↑"))
+        out.append(("slowsub", "pub_per_sec", f"{sl}: publish rate (PUBACKs/s)", "msgs/s", "↑"))
+        out.append(("slowsub", "drain_per_sec", f"{sl}: drain rate after reconnecting", "msgs/s", "↑"))
+        out.append(("slowsub", "rss_max_mib", f"{sl}: broker peak RSS (fresh broker)", "MiB", "↓"))
     if "idle" in a.scenarios:
         out.append(("rss_idle_peak", "peak_mib", f"broker peak RSS holding {a.connections:,} idle connections", "MiB", "↓"))
     return out
@@ -652,6 +931,15 @@ def targets(a, brokers, results):
                    f"(Conflux {fmt(p99)} ms; Mosquitto {fmt(med(results[m.key], f'fanout_{rate}', 'p99_ms'))} ms; "
                    f"Conflux deliveries/s {fmt(med(results[c.key], f'fanout_{rate}', 'deliveries_per_sec'))} of "
                    f"{rate * a.fanout_subs:,} offered)")
+    if "slowsub" in a.scenarios:
+        for b in brokers:
+            got = values(results[b.key], "slowsub", "delivered")
+            lost = [a.slow_messages - g for g in got]
+            ok = "MET" if got and not any(lost) else ("MISSED" if got else "NOT MEASURED")
+            peaks = values(results[b.key], "slowsub", "rss_max_mib")
+            out.append(f"- slow subscriber, nothing lost ({b.name}): **{ok}** (delivered {', '.join(f'{g:,}' for g in got)} "
+                       f"of {a.slow_messages:,}); broker peak RSS {', '.join(fmt(p) for p in peaks)} MiB "
+                       f"({a.slow_messages * a.slow_size / 2 ** 20:,.0f} MiB of payload published)")
     if "idle" in a.scenarios:
         kc, km = med(results[c.key], "idle", "kib_per_conn"), med(results[m.key], "idle", "kib_per_conn")
         ok = "MET" if kc <= km else "MISSED"
@@ -713,12 +1001,23 @@ def main():
     ap.add_argument("--no-fanout-helper", dest="fanout_helper", action="store_false",
                     help="run mqtt-fanout without the session-takeover helper (once conflux-bench keeps "
                          "its fan-out latencies itself)")
+    ap.add_argument("--slow-messages", type=int, default=200_000, help="slow subscriber: QoS 1 messages published")
+    ap.add_argument("--slow-size", type=int, default=1024, help="slow subscriber: payload bytes (at least 8)")
+    ap.add_argument("--slow-inflight", type=int, default=50, help="slow subscriber: publisher's unacknowledged QoS 1")
+    ap.add_argument("--slow-rate", type=int, default=2000, help="slow subscriber: reading rate while slow (msgs/s)")
+    ap.add_argument("--slow-secs", type=float, default=5, help="slow subscriber: seconds connected and slow")
+    ap.add_argument("--slow-away", type=float, default=3,
+                    help="slow subscriber: least seconds away (it also waits for the publisher to finish)")
+    ap.add_argument("--slow-idle", type=float, default=10, help="slow subscriber: drain ends after this long with nothing")
+    ap.add_argument("--slow-timeout", type=float, default=300, help="slow subscriber: most seconds per phase")
+    ap.add_argument("--persistent-queue", type=int, default=1_000_000,
+                    help="Conflux's mqtt_max_queued_messages_persistent (config file; no flag exists)")
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--hold", type=int, default=5, help="seconds the idle connections are held")
     ap.add_argument("--work-dir", default="/tmp/mqtt-bench-work",
                     help="gets private copies of the binaries and the brokers' data dirs (wiped at the end)")
-    ap.add_argument("--scenarios", type=lambda s: s.split(","), default=["fanin", "latency", "fanout", "idle"],
-                    help="which scenario groups to run (comma-separated subset of fanin,latency,fanout,idle)")
+    ap.add_argument("--scenarios", type=lambda s: s.split(","), default=["fanin", "latency", "fanout", "idle", "slowsub"],
+                    help="which scenario groups to run (comma-separated subset of fanin,latency,fanout,idle,slowsub)")
     ap.add_argument("--json", help="also write every raw figure here")
     a = ap.parse_args(argv)
 
@@ -735,7 +1034,7 @@ def main():
     sha_b = copy_binary(a.bench, a.bench_bin)
     raise_nofile()  # this process too (the fan-out helper opens its connections one at a time; a precaution)
     run_dir = tempfile.mkdtemp(prefix="run-", dir=a.work_dir)
-    brokers = [Conflux(a.conflux_bin, run_dir), Mosquitto(a.mosquitto, run_dir)]
+    brokers = [Conflux(a.conflux_bin, run_dir, a.persistent_queue), Mosquitto(a.mosquitto, run_dir)]
 
     def on_signal(signum, _frame):
         raise SystemExit(f"signal {signum}: stopping brokers")
@@ -753,6 +1052,7 @@ def main():
     for b in brokers:
         print(f"durability, {b.name}: {b.durability}")
     print("Mosquitto config: " + MOSQUITTO_CONF.format(port="<free port>").replace("\n", "; ").strip("; "))
+    print("Conflux config file: " + Conflux.config_toml.format(persistent=a.persistent_queue).strip())
     print(flush=True)
 
     results = {b.key: [] for b in brokers}
@@ -787,6 +1087,10 @@ def main():
                     problems.append(f"drops: {k} round {i + 1} {s}: {v['dropped']:,} messages not delivered")
                 if v.get("refused", 0) > 0:
                     problems.append(f"refused: {k} round {i + 1} {s}: {v['refused']:,} connections failed")
+                if v.get("pub_error"):
+                    problems.append(f"slow-subscriber publisher: {k} round {i + 1}: {v['pub_error']}")
+                if s == "slowsub" and v.get("session_present") == 0:
+                    problems.append(f"slow subscriber: {k} round {i + 1}: the session was not present on return")
                 if v.get("helper_error"):
                     problems.append(f"fan-out helper: {k} round {i + 1}: {v['helper_error']}")
                 if v.get("stderr"):
