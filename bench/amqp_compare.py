@@ -33,6 +33,11 @@ Scenarios (per round and broker; every run is --duration seconds unless stated):
               lat.k2a) and MQTT -> AMQP (paho-mqtt QoS 1 publisher to lat/m2a), 500 msgs/s for 10 s
               of 100 B timestamped records each, to a pika consumer (another process) of a queue
               bound to exchange `lat` with key k2a / m2a: send -> receive p50/p99/max;
+  (f) lapin  (a)'s set-up driven by lapin, the Rust client (`conflux-bench amqp-pubsub`, --bench)
+              instead of PerfTest: 1 publisher connection (confirms, --pc-confirm in flight, persistent,
+              unthrottled for --duration s) and 1 consumer connection (prefetch --pc-prefetch, multi-ack
+              every --pc-multi-ack), 100 B and 4 KiB: confirmed msgs/s over the publishing time, consumed
+              msgs/s until the last delivery, publish -> deliver p50/p99 over every message;
   memory      the broker's VmHWM over warm-up + load runs (for RabbitMQ: the beam.smp process);
   (e) depth   once per broker after the rounds, on a freshly started broker: --depth-bytes (2 GB)
               of 1 KiB persistent messages (confirms, 200 in flight) into one durable queue with no
@@ -599,6 +604,26 @@ def pubsub(a, b, size):
     return r
 
 
+def lapin_pubsub(a, b, size):
+    """(f) (a)'s set-up driven by lapin (`conflux-bench amqp-pubsub`) instead of PerfTest."""
+    uri = f"amqp://guest:guest@127.0.0.1:{b.port}/%2f"
+    args = [a.bench_bin, "amqp-pubsub", "--uri", uri, "--size", str(size), "--seconds", str(a.duration),
+            "--confirm", str(a.pc_confirm), "--prefetch", str(a.pc_prefetch), "--multi-ack", str(a.pc_multi_ack)]
+    log_off = b.log_size()
+    cpu0, t0 = cpu_secs(b.pid()), time.monotonic()
+    p = subprocess.run(args, capture_output=True, text=True, timeout=a.duration + 180)
+    wall, cpu = time.monotonic() - t0, cpu_secs(b.pid()) - cpu0
+    if p.returncode != 0:
+        raise RuntimeError(f"conflux-bench amqp-pubsub rc {p.returncode}: {p.stderr[-500:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r.update(broker_cpu_secs=cpu, wall_secs=wall, args=args[1:], broker_warnings=b.warnings_since(log_off))
+    r["published_per_sec"], r["received_per_sec"] = r["confirmed_per_sec"], r["consumed_per_sec"]
+    r["broker_cpu_us_per_msg"] = cpu / max(1, r["consumed"]) * 1e6
+    if r["consumed"] < r["acked"]:
+        r["dropped"], r["sent"] = r["acked"] - r["consumed"], r["acked"]
+    return r
+
+
 def latency_half(a, b, res):
     """(c) the pubsub scenario's set-up at half the rate this broker reached in it (same round, 100 B)."""
     base = res.get(f"pubsub_{a.half_size}", {})
@@ -949,6 +974,9 @@ def run_round(a, b, round_no):
                 step(f"pubsub_{size}", lambda size=size: pubsub(a, b, size))
         if "latency_half" in a.scenarios:
             step("latency_half", lambda: latency_half(a, b, res))
+        if "lapin" in a.scenarios:
+            for size in a.pc_sizes:
+                step(f"lapin_{size}", lambda size=size: lapin_pubsub(a, b, size))
         if "fanout100" in a.scenarios:
             step("fanout100", lambda: fanout100(a, b))
         if "xproto" in a.scenarios:
@@ -1007,6 +1035,11 @@ def summary(key, r):
         return (f"{r['published_per_sec']:>9,.0f} msg/s confirmed, {r['received_per_sec']:,.0f} msg/s received  "
                 f"left in queue {r.get('queue_depth_after', '?'):,}  latency p50/p99 {r['p50_ms']:.1f}/{r['p99_ms']:.1f} ms"
                 f"  {cpu}{extra}")
+    if key.startswith("lapin"):
+        extra = f"  !! {r['nacked']} nacked" if r.get("nacked") else ""
+        return (f"{r['published_per_sec']:>9,.0f} msg/s confirmed, {r['received_per_sec']:,.0f} msg/s consumed  "
+                f"({r['consumed']:,} of {r['acked']:,}; {r['consumed_while_publishing']:,} while publishing)  "
+                f"latency p50/p99 {r['p50_ms']:.1f}/{r['p99_ms']:.1f} ms  {cpu}{extra}")
     if key == "latency_half":
         return (f"at {r['rate']:,} msg/s: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  received "
                 f"{r['received_per_sec']:,.0f}/s  {cpu}")
@@ -1087,6 +1120,11 @@ def rows(a):
         out.append((f"pubsub_{size}", "received_per_sec", f"(a) the same run, {size_label(size)}: consumed", "msgs/s", "↑"))
         out.append((f"pubsub_{size}", "p99_ms", f"(a) the same run, {size_label(size)}: latency p99 (unthrottled: "
                                                  f"includes queueing)", "ms", "↓"))
+    for size in a.pc_sizes if "lapin" in a.scenarios else ():
+        lp = f"(f) lapin: publish + consume {size_label(size)}, (a)'s settings"
+        out.append((f"lapin_{size}", "published_per_sec", f"{lp}: published (confirmed)", "msgs/s", "↑"))
+        out.append((f"lapin_{size}", "received_per_sec", f"{lp}: consumed", "msgs/s", "↑"))
+        out.append((f"lapin_{size}", "p99_ms", f"{lp}: latency p99 (unthrottled: includes queueing)", "ms", "↓"))
     if "latency_half" in a.scenarios:
         out.append(("latency_half", "rate", f"(c) rate: half of this broker's (a) {size_label(a.half_size)} rate in the "
                                             f"same round", "msgs/s", "↑"))
@@ -1158,12 +1196,14 @@ def targets(a, brokers, results):
         x, y = med(results[c.key], scen, field), med(results[m.key], scen, field)
         return x / y if y and y == y and x == x else float("nan")
 
-    for size in a.pc_sizes if "pubsub" in a.scenarios else ():
-        x = r(f"pubsub_{size}", "received_per_sec")
-        ok = "MET" if x >= 2 else ("MISSED" if x == x else "NOT MEASURED")
-        out.append(f"- (a) persistent publish + consume with confirms, {size_label(size)}, ≥ 2× RabbitMQ: **{ok}** "
-                   f"({ratio(x)}: Conflux {fmt(med(results[c.key], f'pubsub_{size}', 'received_per_sec'))} msgs/s, "
-                   f"RabbitMQ {fmt(med(results[m.key], f'pubsub_{size}', 'received_per_sec'))} msgs/s consumed)")
+    for scen, label in (("pubsub", "(a) persistent publish + consume with confirms"), ("lapin", "(f) the same with lapin")):
+        for size in a.pc_sizes if scen in a.scenarios else ():
+            key = f"{scen}_{size}"
+            x = r(key, "received_per_sec")
+            ok = "MET" if x >= 2 else ("MISSED" if x == x else "NOT MEASURED")
+            out.append(f"- {label}, {size_label(size)}, ≥ 2× RabbitMQ: **{ok}** "
+                       f"({ratio(x)}: Conflux {fmt(med(results[c.key], key, 'received_per_sec'))} msgs/s, "
+                       f"RabbitMQ {fmt(med(results[m.key], key, 'received_per_sec'))} msgs/s consumed)")
     for kind, (label, _t) in XPROTO.items() if "xproto" in a.scenarios else ():
         p99 = med(results[c.key], f"xproto_{kind}", "p99_ms")
         ok = "MET" if p99 < 5 else ("MISSED" if p99 == p99 else "NOT MEASURED")
@@ -1249,6 +1289,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conflux", default=os.environ.get("CONFLUX_BIN", os.path.join(ROOT, "target/release/conflux")),
                     help="Conflux binary (copied into --work-dir first)")
+    ap.add_argument("--bench", default=os.environ.get("CONFLUX_BENCH_BIN",
+                                                      os.path.join(ROOT, "target/release/conflux-bench")),
+                    help="conflux-bench (the lapin scenario), copied to --work-dir first")
     ap.add_argument("--perf-test-cache", default=os.path.expanduser("~/.cache/conflux/perf-test"),
                     help=f"where PerfTest {PERF_TEST_VERSION} and its dependencies are fetched (mvn) and kept")
     ap.add_argument("--java-heap", default="1g", help="PerfTest's -Xmx")
@@ -1286,10 +1329,10 @@ def main():
     ap.add_argument("--depth-settle", type=int, default=5, help="(e) seconds before the RSS after the run is read")
     ap.add_argument("--depth-timeout", type=int, default=600, help="(e) most seconds the depth publish may take")
     ap.add_argument("--scenarios", type=lambda s: s.split(","),
-                    default=["idle", "publish", "consume", "latency", "fanout", "pubsub", "latency_half", "fanout100",
-                             "xproto", "depth"],
-                    help="comma-separated subset of idle,publish,consume,latency,fanout,pubsub,latency_half,fanout100,"
-                         "xproto,depth (depth: once per broker, after the rounds, on a fresh broker)")
+                    default=["idle", "publish", "consume", "latency", "fanout", "pubsub", "latency_half", "lapin",
+                             "fanout100", "xproto", "depth"],
+                    help="comma-separated subset of idle,publish,consume,latency,fanout,pubsub,latency_half,lapin,"
+                         "fanout100,xproto,depth (depth: once per broker, after the rounds, on a fresh broker)")
     ap.add_argument("--json", help="also write every raw figure here")
     a = ap.parse_args(argv)
 
@@ -1301,6 +1344,9 @@ def main():
     os.makedirs(a.work_dir, exist_ok=True)
     a.conflux_bin = os.path.join(a.work_dir, "conflux")  # a private copy: a rebuild changes nothing here
     sha_c = copy_binary(a.conflux, a.conflux_bin)
+    a.bench_bin = os.path.join(a.work_dir, "conflux-bench")
+    if "lapin" in a.scenarios:
+        copy_binary(a.bench, a.bench_bin)
     a.perf_test_lib = ensure_perf_test(a.perf_test_cache)
     raise_nofile()  # this process holds the idle connections
     run_dir = tempfile.mkdtemp(prefix="run-", dir=a.work_dir)

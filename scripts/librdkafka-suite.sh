@@ -47,6 +47,11 @@
 #                            takes 14 min); more tests fail there (transactions, static
 #                            membership) than the expected-failures list names
 #   LIBRDKAFKA_TEST_CONF_EXTRA  more test.conf lines (e.g. 'debug=protocol')
+#   LIBRDKAFKA_TIMEOUT_MULTIPLIER  test.timeout.multiplier (default 2): 0059_bsearch's ten
+#                            seek+consume steps each wait out librdkafka's own 1 s
+#                            fetch.queue.backoff.ms (its fetch queue holds more than
+#                            queued.min.messages=1), ~10.0 s against a 10 s timeout with any
+#                            broker; and broker, clients and Java tools share 2 cores here
 #   LIBRDKAFKA_EXPECTED      expected-failures file (default scripts/librdkafka-suite.expected-failures)
 #   RDKAFKA_SYS_VERSION      crates.io rdkafka-sys version (default 4.10.0+2.12.1 = librdkafka 2.12.1)
 #   LIBRDKAFKA_CACHE         build folder (default ~/.cache/conflux/librdkafka-<version>)
@@ -279,7 +284,9 @@ start_broker() {
   fi
   note "conflux pid $BROKER_PID on $BOOTSTRAP ${BROKER_ARGS[*]} (log: $BROKER_LOG)"
   # test.conf: the broker list, plus any extra lines
-  { echo "metadata.broker.list=$BOOTSTRAP"; printf '%b\n' "${LIBRDKAFKA_TEST_CONF_EXTRA:-}"; } > "$RUN/test.conf"
+  { echo "metadata.broker.list=$BOOTSTRAP"
+    echo "test.timeout.multiplier=${LIBRDKAFKA_TIMEOUT_MULTIPLIER:-2}"
+    printf '%b\n' "${LIBRDKAFKA_TEST_CONF_EXTRA:-}"; } > "$RUN/test.conf"
   export BROKERS=$BOOTSTRAP     # what test_kafka_topics()/test_kafka_cmd() hand to KAFKA_PATH tools
 }
 

@@ -85,6 +85,42 @@ impl BatchHeader {
     pub fn is_transactional(&self) -> bool {
         self.attributes & 0x10 != 0
     }
+
+    /// Whether the broker stamped the batch (Kafka's `LogAppendTime`): every record's
+    /// timestamp is then the batch's max timestamp.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & LOG_APPEND_TIME != 0
+    }
+}
+
+/// Attributes bit of a batch whose timestamps are the broker's append time.
+const LOG_APPEND_TIME: i16 = 0x08;
+
+/// A copy of `data` (one or more batches as a producer sent them) with every batch stamped
+/// with the broker's append time, as Kafka does for a `LogAppendTime` topic: the timestamp-type
+/// bit set, the max timestamp = `now_ms`, the CRC recomputed. Only the 61-byte headers change
+/// (compressed records stay compressed). A batch whose framing or CRC is already wrong is
+/// copied unchanged (the append then refuses it): a fresh CRC must never cover bad bytes.
+pub fn stamp_log_append_time(data: &[u8], now_ms: i64) -> Bytes {
+    let mut out = BytesMut::from(data);
+    let mut pos = 0;
+    while let Some((_, size)) = peek_frame(&out[pos..]) {
+        let end = pos + size;
+        if end > out.len() {
+            break;
+        }
+        let b = &mut out[pos..end];
+        let crc_ok = crc32c::crc32c(&b[CRC_START..]) == be_i32(b, 17) as u32;
+        if crc_ok && b[16] == 2 && be_i16(b, 21) & 0x20 == 0 {
+            let attributes = be_i16(b, 21) | LOG_APPEND_TIME;
+            b[21..23].copy_from_slice(&attributes.to_be_bytes());
+            b[35..43].copy_from_slice(&now_ms.to_be_bytes());
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        pos = end;
+    }
+    out.freeze()
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -464,7 +500,11 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<Record>, StreamError> {
         }
         out.push(Record {
             offset: h.base_offset.wrapping_add(off_delta),
-            timestamp: h.first_timestamp.wrapping_add(ts_delta),
+            timestamp: if h.is_log_append_time() {
+                h.max_timestamp
+            } else {
+                h.first_timestamp.wrapping_add(ts_delta)
+            },
             key,
             value,
             headers,
@@ -501,6 +541,34 @@ mod tests {
         assert_eq!(recs[1].offset, 1);
         assert_eq!(recs[1].value.as_deref(), Some(&b"b"[..]));
         assert_eq!(recs[0].headers.len(), 2);
+    }
+
+    #[test]
+    fn log_append_time_stamps_every_sound_batch_and_no_corrupt_one() {
+        let one = build_batch(&[rec("a"), rec("b")], None);
+        let two = build_batch(&[rec("c")], None);
+        let mut bad = two.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let data = [&one[..], &two[..], &bad[..]].concat();
+        let out = stamp_log_append_time(&data, 5000);
+        let batches: Vec<Bytes> = split_batches(out.clone()).collect();
+        assert_eq!(batches.len(), 3);
+        for b in &batches[..2] {
+            let h = validate(b).expect("a fresh CRC over the stamped header");
+            assert!(h.is_log_append_time());
+            assert_eq!((h.first_timestamp, h.max_timestamp), (1000, 5000));
+            assert!(decode_records(b)
+                .unwrap()
+                .iter()
+                .all(|r| r.timestamp == 5000));
+        }
+        assert_eq!(
+            &batches[2][..],
+            &bad[..],
+            "a corrupt batch is left for the append to refuse"
+        );
+        assert!(validate(&batches[2]).is_err());
     }
 
     #[test]

@@ -76,8 +76,8 @@ def test_topic_configs_are_stored_and_described(broker):
         assert "num.partitions" in names
         # A config this broker cannot honour is refused, and the topic is not created.
         with pytest.raises(KafkaError) as err:
-            a.create_topics({"appendtime": {"num_partitions": 1, "replication_factor": 1,
-                                            "configs": {"message.timestamp.type": "LogAppendTime"}}})
+            a.create_topics({"tiered": {"num_partitions": 1, "replication_factor": 1,
+                                        "configs": {"remote.storage.enable": "true"}}})
         assert err.value.errno == 40, err.value  # INVALID_CONFIG
         # So is a config name it does not know.
         with pytest.raises(KafkaError) as err:
@@ -85,7 +85,7 @@ def test_topic_configs_are_stored_and_described(broker):
                                                "configs": {"no.such.config": "1"}}})
         assert err.value.errno == 40, err.value
         topics = a.list_topics()
-        assert "appendtime" not in topics and "misconfigured" not in topics
+        assert "tiered" not in topics and "misconfigured" not in topics
     finally:
         a.close()
 
@@ -357,11 +357,11 @@ def test_incremental_alter_configs_sets_and_deletes_topic_settings(broker):
     assert (cfg["retention.ms"], cfg["retention.bytes"]) == (default_ms, "2097152")
     # A value the broker cannot honour is refused and changes nothing.
     res = CResource("TOPIC", "tunable", incremental_configs=[
-        ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("remote.storage.enable", "true", incremental_operation=AlterConfigOpType.SET),
     ])
     with pytest.raises(Exception):
         client.incremental_alter_configs([res])[res].result(30)
-    assert _topic_configs(broker.bootstrap, "tunable")["message.timestamp.type"] == "CreateTime"
+    assert _topic_configs(broker.bootstrap, "tunable")["remote.storage.enable"] == "false"
 
 
 def test_alter_configs_replaces_topic_settings(broker):
@@ -531,3 +531,54 @@ def test_follower_rejoining_a_stable_group_unchanged_keeps_the_generation(broker
     assert f.join() == (0, gen2, a.member_id)
     assert a.heartbeat(gen2) == 0, "the leader is not told to rebalance"
     assert f.heartbeat(gen2) == 0
+
+
+def test_log_append_time_topic_stamps_records_with_the_broker_clock(broker):
+    """message.timestamp.type=LogAppendTime: the broker's append time replaces the producer's
+    timestamps (in the produce answer and for consumers), plain and compressed, while a
+    CreateTime topic keeps the producer's; a Kafka 3.x-only config is accepted too."""
+    import time
+
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+    from confluent_kafka.admin import NewTopic
+
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    fs = client.create_topics([
+        NewTopic("stamped", 1, 1, config={"message.timestamp.type": "LogAppendTime"}),
+        NewTopic("kept", 1, 1, config={"message.format.version": "2.8"}),
+    ])
+    for f in fs.values():
+        f.result(30)
+    assert _topic_configs(broker.bootstrap, "stamped")["message.timestamp.type"] == "LogAppendTime"
+    producer_ts = 1_000_000  # 1970: far from any clock reading
+    before = int(time.time() * 1000)
+    reports = []
+    for codec in ("none", "gzip", "zstd"):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": codec, "linger.ms": 5})
+        for topic in ("stamped", "kept"):
+            for i in range(3):
+                p.produce(topic, value=f"{codec}-{i}".encode(), timestamp=producer_ts,
+                          on_delivery=lambda err, msg: reports.append((err, msg.topic(), msg.timestamp())))
+        assert p.flush(30) == 0
+    after = int(time.time() * 1000)
+    assert len(reports) == 18 and all(err is None for err, *_ in reports), reports
+    for _err, topic, (ts_type, ts) in reports:
+        if topic == "stamped":
+            assert ts_type == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, (ts_type, ts)
+        else:
+            assert (ts_type, ts) == (TIMESTAMP_CREATE_TIME, producer_ts)
+    for topic in ("stamped", "kept"):
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"ts-{topic}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        got, deadline = [], Deadline(30)
+        while len(got) < 9 and not deadline.passed():
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.timestamp())
+        c.close()
+        assert len(got) == 9, got
+        if topic == "stamped":
+            assert all(t == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after for t, ts in got), got
+        else:
+            assert all((t, ts) == (TIMESTAMP_CREATE_TIME, producer_ts) for t, ts in got), got

@@ -321,15 +321,15 @@ def test_admin_client_topics_configs_partitions_and_delete(broker):
             resp = await admin.create_topics([NewTopic(topic, 5, 1)])
             assert [(t[0], t[1]) for t in resp.topic_errors] == [(topic, TOPIC_ALREADY_EXISTS)]
             resp = await admin.create_topics([
-                NewTopic("aio-appendtime", 1, 1, topic_configs={"message.timestamp.type": "LogAppendTime"}),
+                NewTopic("aio-tiered", 1, 1, topic_configs={"remote.storage.enable": "true"}),
                 NewTopic("aio-unknown-config", 1, 1, topic_configs={"no.such.config": "1"}),
             ])
             assert sorted((t[0], t[1]) for t in resp.topic_errors) == [
-                ("aio-appendtime", INVALID_CONFIG), ("aio-unknown-config", INVALID_CONFIG)], resp
+                ("aio-tiered", INVALID_CONFIG), ("aio-unknown-config", INVALID_CONFIG)], resp
 
             topics = await admin.list_topics()
             assert topic in topics
-            assert "aio-appendtime" not in topics and "aio-unknown-config" not in topics
+            assert "aio-tiered" not in topics and "aio-unknown-config" not in topics
             [desc] = await admin.describe_topics([topic])
             assert (desc["topic"], desc["error_code"]) == (topic, 0)
             assert sorted(p["partition"] for p in desc["partitions"]) == [0, 1, 2]

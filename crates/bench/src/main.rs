@@ -6,9 +6,15 @@
 //! - `mqtt-fanout`: one publisher → many subscribers of one topic, deliveries/s and latency;
 //! - `mqtt-conns`: hold many idle connections (the caller measures the broker's memory).
 //!
-//! Each prints one JSON object on stdout. `bench/mqtt_compare.py` runs them against Conflux
-//! and Mosquitto side by side and writes the ratios into docs/BENCHMARKS.md.
+//! AMQP 0-9-1 scenario (any AMQP 0-9-1 broker; lapin, the Rust client):
+//! - `amqp-pubsub`: persistent publish with confirms → durable queue → consumer with manual
+//!   acks, both at once: confirmed and consumed msgs/s, publish → deliver latency.
+//!
+//! Each prints one JSON object on stdout. `bench/mqtt_compare.py` and `bench/amqp_compare.py`
+//! run them against Conflux and Mosquitto / RabbitMQ side by side; the ratios go in
+//! docs/BENCHMARKS.md.
 
+mod amqp;
 mod mqtt;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,14 +28,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 #[derive(Parser)]
-#[command(name = "conflux-bench", about = "Load generator (MQTT)")]
+#[command(name = "conflux-bench", about = "Load generator (MQTT, AMQP 0-9-1)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::enum_variant_names)] // AMQP scenarios join these.
 enum Cmd {
     /// Many publishers, one subscriber.
     MqttFanin {
@@ -84,6 +89,8 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         hold: u64,
     },
+    /// AMQP (lapin): persistent publish with confirms → durable queue → consumer, at once.
+    AmqpPubsub(amqp::PubSub),
 }
 
 fn run_id() -> String {
@@ -255,6 +262,13 @@ async fn main() {
             connections,
             hold,
         } => conns(addr, connections, hold).await,
+        Cmd::AmqpPubsub(p) => match amqp::pubsub(p, &run_id()).await {
+            Ok(v) => println!("{v}"),
+            Err(e) => {
+                eprintln!("amqp-pubsub: {e}");
+                std::process::exit(1);
+            }
+        },
     }
 }
 

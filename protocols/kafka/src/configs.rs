@@ -129,8 +129,9 @@ pub static TOPIC_CONFIGS: [TopicConfigDef; 33] = [
         "Largest record batch a produce may carry. Conflux enforces the broker's max_batch_bytes."),
     def("message.timestamp.after.max.ms", Lg, "3600000", Some("log.message.timestamp.after.max.ms"), Check::AtLeast(0), IGNORED),
     def("message.timestamp.before.max.ms", Lg, LONG_MAX, Some("log.message.timestamp.before.max.ms"), Check::AtLeast(0), IGNORED),
-    def("message.timestamp.type", S, "CreateTime", Some("log.message.timestamp.type"), Check::OneOf(&["CreateTime"]),
-        "Records keep the producer's timestamp (CreateTime); LogAppendTime is not supported."),
+    def("message.timestamp.type", S, "CreateTime", Some("log.message.timestamp.type"),
+        Check::OneOf(&["CreateTime", "LogAppendTime"]),
+        "CreateTime: records keep the producer's timestamps. LogAppendTime: each produced batch is stamped with the broker's time when it is appended."),
     def("min.cleanable.dirty.ratio", D, "0.5", Some("log.cleaner.min.cleanable.ratio"), Check::Fraction(0.0, 1.0),
         "Compaction runs when this share of the closed segments' bytes is not compacted yet."),
     def("min.compaction.lag.ms", Lg, "0", Some("log.cleaner.min.compaction.lag.ms"), Check::AtLeast(0),
@@ -155,12 +156,35 @@ pub static TOPIC_CONFIGS: [TopicConfigDef; 33] = [
     def("unclean.leader.election.enable", B, "false", Some("unclean.leader.election.enable"), Check::Bool, IGNORED),
 ];
 
+/// Topic configs of Kafka 3.x that Kafka 4.0 removed. Clients and tools written for 3.x still
+/// set them (librdkafka's 0092 sets `message.format.version`), and Kafka 3.x accepts them while
+/// ignoring the message format since 3.0; Conflux accepts them too, ignores them, and reports
+/// them only where a topic sets them.
+pub static LEGACY_TOPIC_CONFIGS: [TopicConfigDef; 3] = [
+    def("message.downconversion.enable", B, "true", Some("log.message.downconversion.enable"), Check::Bool,
+        "Kafka 3.x only (removed in 4.0): accepted and ignored; records are always served as stored (v2)."),
+    def("message.format.version", S, "3.0-IV1", Some("log.message.format.version"), Check::Any,
+        "Kafka 3.x only (removed in 4.0): accepted and ignored, as Kafka 3.x ignores it; records are always v2."),
+    def("message.timestamp.difference.max.ms", Lg, LONG_MAX, Some("log.message.timestamp.difference.max.ms"),
+        Check::AtLeast(0), "Kafka 3.x only (removed in 4.0): accepted and ignored."),
+];
+
+/// Whether a topic's batches get the broker's append time (`message.timestamp.type=LogAppendTime`).
+pub fn log_append_time(cfg: &StreamConfig) -> bool {
+    cfg.extra
+        .get("message.timestamp.type")
+        .is_some_and(|v| v == "LogAppendTime")
+}
+
 /// Kafka 4.1's hidden override of `segment.bytes` (no lower bound), accepted as Kafka does.
 const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
 
-/// The definition of a topic config by name.
+/// The definition of a topic config by name (Kafka 4.x's, or a removed 3.x one still accepted).
 pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+    TOPIC_CONFIGS
+        .iter()
+        .chain(LEGACY_TOPIC_CONFIGS.iter())
+        .find(|d| d.name == name)
 }
 
 fn invalid(name: &str, why: impl Into<String>) -> StreamError {
@@ -327,8 +351,12 @@ pub struct Reported {
 
 /// Every topic config of a stream with its effective value and source, sorted by name.
 pub fn topic_entries(cfg: &StreamConfig, broker: &BrokerDefaults) -> Vec<Reported> {
-    TOPIC_CONFIGS
+    let legacy_set = LEGACY_TOPIC_CONFIGS
         .iter()
+        .filter(|d| cfg.extra.contains_key(d.name));
+    let mut out: Vec<Reported> = TOPIC_CONFIGS
+        .iter()
+        .chain(legacy_set)
         .map(|d| {
             let typed = match d.name {
                 "retention.ms" => Some(cfg.retention_ms.to_string()),
@@ -352,7 +380,9 @@ pub fn topic_entries(cfg: &StreamConfig, broker: &BrokerDefaults) -> Vec<Reporte
                 def: d,
             }
         })
-        .collect()
+        .collect();
+    out.sort_by_key(|r| r.name);
+    out
 }
 
 /// One broker setting as DescribeConfigs reports it.
@@ -689,5 +719,36 @@ mod tests {
         assert_eq!(cfg.cleanup.min_cleanable_dirty_permille, 10);
         assert!(set(&mut cfg, "cleanup.policy", "shred").is_err());
         assert!(set(&mut cfg, "min.cleanable.dirty.ratio", "1.5").is_err());
+    }
+
+    #[test]
+    fn kafka_3_topic_configs_are_accepted_and_reported_only_where_set() {
+        let defaults = StreamConfig::default();
+        let broker = BrokerDefaults {
+            stream: defaults.clone(),
+            max_batch_bytes: 1 << 20,
+        };
+        let mut cfg = defaults.clone();
+        let listed = |cfg: &StreamConfig| {
+            topic_entries(cfg, &broker)
+                .iter()
+                .any(|r| r.name == "message.format.version")
+        };
+        assert!(
+            !listed(&cfg),
+            "not reported by default (Kafka 4.x removed it)"
+        );
+        set(&mut cfg, "message.format.version", "0.10.0.0").unwrap();
+        let e = topic_entries(&cfg, &broker);
+        let r = e
+            .iter()
+            .find(|r| r.name == "message.format.version")
+            .unwrap();
+        assert_eq!((r.value.as_str(), r.source), ("0.10.0.0", source::TOPIC));
+        let names: Vec<_> = e.iter().map(|r| r.name).collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "still in name order");
+        assert!(set(&mut cfg, "message.downconversion.enable", "maybe").is_err());
+        unset(&mut cfg, "message.format.version", &defaults);
+        assert!(!listed(&cfg));
     }
 }

@@ -1,5 +1,6 @@
 //! Produce: validate each partition's record batches (CRC32C, sizes, counts — nothing trusted),
-//! append them as received with only the base offset assigned, and answer once durable.
+//! append them as received with only the base offset assigned (and, on a `LogAppendTime`
+//! topic, the broker's time stamped into each batch header), and answer once durable.
 
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ use crate::KafkaBroker;
 
 enum Slot {
     Done(PartitionProduceResponse),
-    Wait(i32, core_stream::AppendOutcome),
+    /// Partition index, the append, and the log append time stamped into it (-1: none).
+    Wait(i32, core_stream::AppendOutcome, i64),
 }
 
 /// Appends every partition's batches now (in request order) and returns the future answer.
@@ -49,10 +51,11 @@ pub fn handle(
                     continue;
                 }
             };
-            let records = p.records.unwrap_or_default();
+            let mut records = p.records.unwrap_or_default();
+            let cfg = stream.config();
             // A compacted topic keeps the latest record per key: a record without one is
             // refused (INVALID_RECORD with the index of each, as Kafka answers).
-            if stream.config().cleanup.compact {
+            if cfg.cleanup.compact {
                 if let Some(keyless) = keyless_records(&records) {
                     let errors = keyless
                         .into_iter()
@@ -93,6 +96,11 @@ pub fn handle(
                     continue;
                 }
             }
+            let mut append_time = -1;
+            if crate::configs::log_append_time(&cfg) {
+                append_time = now_ms();
+                records = core_stream::batch::stamp_log_append_time(&records, append_time);
+            }
             let appended = b.core.append(stream, p.index, &records);
             if let (Some(tid), Ok(out)) = (&tid, &appended) {
                 let noted =
@@ -103,7 +111,7 @@ pub fn handle(
                 }
             }
             match appended {
-                Ok(out) => slots.push(Slot::Wait(p.index, out)),
+                Ok(out) => slots.push(Slot::Wait(p.index, out, append_time)),
                 Err(e) => {
                     debug!(topic = %name, partition = p.index, error = %e, "produce refused");
                     slots.push(err(error_code(&e)));
@@ -122,10 +130,10 @@ pub fn handle(
             for slot in slots {
                 parts.push(match slot {
                     Slot::Done(r) => r,
-                    Slot::Wait(index, out) => {
+                    Slot::Wait(index, out, append_time) => {
                         let r = PartitionProduceResponse::default()
                             .with_index(index)
-                            .with_log_append_time_ms(-1)
+                            .with_log_append_time_ms(append_time)
                             .with_log_start_offset(if version >= 5 {
                                 out.log_start_offset
                             } else {
@@ -149,6 +157,12 @@ pub fn handle(
             ProduceResponse::default().with_responses(responses),
         ))
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Indexes (over the record set) of records without a key, or `None` when every record has
