@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn, Instrument};
@@ -103,11 +104,12 @@ pub async fn serve<H, HF, R, RF>(
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             cap_logged = false;
-                            let fut = handle(sock, peer);
-                            tasks.spawn(async move {
-                                fut.await;
-                                drop(permit);
-                            }.instrument(span));
+                            // `map`, not `async move { fut.await; drop(permit) }`: an async
+                            // block that awaits a captured future keeps room for it twice
+                            // (the capture and the awaited copy), doubling every idle
+                            // connection's task (6.4 KiB instead of 3.2 KiB for MQTT).
+                            let fut = handle(sock, peer).map(move |()| drop(permit));
+                            tasks.spawn(fut.instrument(span));
                         }
                         Err(_) => {
                             if !cap_logged {
@@ -115,10 +117,8 @@ pub async fn serve<H, HF, R, RF>(
                                     "connection limit reached; refusing new connections");
                                 cap_logged = true;
                             }
-                            let fut = refuse(sock, peer);
-                            tasks.spawn(async move {
-                                let _ = tokio::time::timeout(Duration::from_secs(2), fut).await;
-                            }.instrument(span));
+                            let fut = tokio::time::timeout(Duration::from_secs(2), refuse(sock, peer));
+                            tasks.spawn(fut.map(drop).instrument(span));
                         }
                     }
                 }
