@@ -657,7 +657,7 @@ impl Queue {
         st.bytes = st.bytes.saturating_sub(u64::from(p.entry.size));
         if reason != DropReason::Gone {
             if let Some(core) = self.core.upgrade() {
-                if let Resolved::Record(record) = resolve(&core, &p.entry) {
+                if let Resolved::Record(record) = resolve(&core, &p.entry, &mut None) {
                     out.push(Dropped {
                         delivery: to_delivery(&p, record),
                         reason,
@@ -696,6 +696,7 @@ impl Queue {
         }
         out.dropped = std::mem::take(&mut st.dead);
         let mut max_id = st.delivered;
+        let mut cache = None;
         while out.deliveries.len() < max {
             let Some(mut p) = self.next_pending(&mut st)? else {
                 break;
@@ -707,7 +708,7 @@ impl Queue {
                 self.finish(&mut st, p, DropReason::Expired, &mut out.dropped)?;
                 continue;
             }
-            match resolve(&core, e) {
+            match resolve(&core, e, &mut cache) {
                 Resolved::Record(record) => {
                     p.deliveries += 1;
                     max_id = max_id.max(p.entry.id);
@@ -1048,8 +1049,34 @@ enum Resolved {
     Gone,
 }
 
-/// Reads the record an entry references, checking its fingerprint.
-fn resolve(core: &Core, e: &Entry) -> Resolved {
+/// The records of the stored batch read last, kept for one [`Queue::take`]: entries written
+/// from one publish batch reference consecutive records of one stored batch, and a backlog
+/// read back from disk would otherwise read and decode that whole batch once per entry.
+struct BatchCache {
+    stream: Arc<str>,
+    partition: i32,
+    crc: u32,
+    /// Decoded records, in offset order.
+    records: Vec<Record>,
+}
+
+impl BatchCache {
+    fn find(&self, e: &Entry) -> Option<Resolved> {
+        if self.crc != e.crc || self.partition != e.partition || self.stream != e.stream {
+            return None;
+        }
+        let i = self
+            .records
+            .binary_search_by_key(&e.offset, |r| r.offset)
+            .ok()
+            .or_else(|| self.records.iter().position(|r| r.offset == e.offset))?;
+        Some(Resolved::Record(self.records[i].clone()))
+    }
+}
+
+/// Reads the record an entry references, checking its fingerprint. `cache` keeps the batch
+/// read from disk for the next entries of the same take.
+fn resolve(core: &Core, e: &Entry, cache: &mut Option<BatchCache>) -> Resolved {
     if let Some(r) = &e.routed {
         return if r.log.high_watermark() > e.offset {
             Resolved::Record(r.record.clone())
@@ -1065,6 +1092,9 @@ fn resolve(core: &Core, e: &Entry) -> Resolved {
     };
     if e.offset >= log.high_watermark() {
         return Resolved::NotDurable(log, e.offset);
+    }
+    if let Some(hit) = cache.as_ref().and_then(|c| c.find(e)) {
+        return hit;
     }
     // Just the batch holding the record (a read returns at least one whole batch).
     let Ok(r) = log.read(e.offset, 1) else {
@@ -1086,13 +1116,16 @@ fn resolve(core: &Core, e: &Entry) -> Resolved {
         if crc != e.crc {
             return Resolved::Gone;
         }
-        return match batch::decode_records(&one) {
-            Ok(recs) => recs
-                .into_iter()
-                .find(|r| r.offset == e.offset)
-                .map_or(Resolved::Gone, Resolved::Record),
-            Err(_) => Resolved::Gone,
+        let Ok(records) = batch::decode_records(&one) else {
+            return Resolved::Gone;
         };
+        let c = cache.insert(BatchCache {
+            stream: e.stream.clone(),
+            partition: e.partition,
+            crc,
+            records,
+        });
+        return c.find(e).unwrap_or(Resolved::Gone);
     }
     Resolved::Gone
 }
