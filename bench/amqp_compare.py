@@ -64,12 +64,10 @@ Results go in docs/BENCHMARKS.md with the machine and the command.
 import argparse
 import datetime
 import glob
-import hashlib
 import json
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -80,23 +78,13 @@ import sys
 import tempfile
 import time
 
+from bench_common import (
+    copy_binary, cpu_secs, dir_bytes, fmt, free_port, med, proc_status, raise_nofile, ratio, render, size_label, stop_on_signals, values,
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PERF_TEST_VERSION = "2.22.1"
 RABBITMQ_LIB = "/usr/lib/rabbitmq/bin"  # Debian's real scripts (/usr/sbin/rabbitmq-server su's to rabbitmq)
-
-
-def raise_nofile():
-    """preexec_fn / self: as many file descriptors as the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, 1 << 20)), hard))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port):
@@ -107,18 +95,6 @@ def port_open(port):
         return False
 
 
-def proc_status(pid, key):
-    """A /proc/<pid>/status field in KiB (VmRSS, VmHWM), NaN if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
-
-
 def reset_hwm(pid):
     """Resets a process's VmHWM to its current RSS (Linux >= 4.0)."""
     try:
@@ -127,16 +103,6 @@ def reset_hwm(pid):
         return True
     except OSError:
         return False
-
-
-def cpu_secs(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except OSError:
-        return float("nan")
 
 
 def stop_proc(proc, wait=30):
@@ -820,17 +786,6 @@ def xproto(a, b, kind):
 
 # (e) queue depth bounded by disk, not memory
 
-def dir_bytes(path):
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-
 def depth(a, b):
     """--depth-bytes of --depth-size persistent messages, confirms, into one durable queue with no consumer;
     the broker's VmRSS sampled throughout, VmHWM, and the same after --depth-settle s and after deleting it."""
@@ -1063,33 +1018,6 @@ def summary(key, r):
 # --------------------------------------------------------------------------------------------
 # Report
 
-def fmt(v):
-    if v != v:
-        return "–"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def values(results, scen, field):
-    if scen is None:  # a top-level figure of each round
-        vals = [res[field] for res in results if field in res]
-    else:
-        vals = [res[scen][field] for res in results if scen in res and isinstance(res[scen], dict) and field in res[scen]]
-    return [v for v in vals if isinstance(v, (int, float)) and v == v]
-
-
-def med(results, scen, field):
-    v = values(results, scen, field)
-    return statistics.median(v) if v else float("nan")
-
-
 def rows(a):
     out = []
     c = a.confirm
@@ -1156,38 +1084,6 @@ def rows(a):
     return out
 
 
-def cell(results, scen, field):
-    v = values(results, scen, field)
-    if not v and results and all(res.get(scen, {}).get("na") for res in results):
-        return "n/a"
-    if not v:
-        return "error" if any("error" in res.get(scen, {}) for res in results) else "–"
-    s = f"{fmt(statistics.median(v))} ({fmt(min(v))}–{fmt(max(v))})" if len(v) > 1 else fmt(v[0])
-    if len(v) < len(results) and scen != "depth":  # depth runs once per broker
-        s += f" [{len(v)} of {len(results)} runs]"
-    return s
-
-
-def ratio(r):
-    if r != r:
-        return "–"
-    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
-
-
-def render(a, brokers, results):
-    c, m = brokers
-    lines = [f"| scenario | unit | {c.name}: median (range) | {m.name}: median (range) | {c.name} / {m.name} |",
-             "|---|---|---:|---:|---:|"]
-    for scen, field, label, unit, better in rows(a):
-        mc, mm = med(results[c.key], scen, field), med(results[m.key], scen, field)
-        r = mc / mm if mm and mm == mm and mc == mc else float("nan")
-        lines.append(f"| {label} | {unit} {better} | {cell(results[c.key], scen, field)} | "
-                     f"{cell(results[m.key], scen, field)} | {ratio(r)} |")
-    lines.append("")
-    lines.append("↑ higher is better, ↓ lower is better: a ratio above 1 puts Conflux ahead on ↑ rows and behind on ↓ rows.")
-    return "\n".join(lines)
-
-
 def targets(a, brokers, results):
     c, m = brokers
     out = []
@@ -1244,10 +1140,6 @@ def render_cpu(a, brokers, results):
     return "\n".join(lines)
 
 
-def size_label(size):
-    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
-
-
 def machine_info(a):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -1273,13 +1165,6 @@ def machine_info(a):
     return {"cpu": cpu, "nproc": os.cpu_count(), "mem_gib": round(mem, 1), "kernel": platform.release(),
             "disk": dev, "java": java, "conflux": cver, "git": commit + ("+dirty tree" if dirty else ""),
             "rabbitmq_deb": pv, "erlang_deb": ev, "perf_test": PERF_TEST_VERSION, "pika": pika.__version__}
-
-
-def copy_binary(src, dst):
-    if os.path.abspath(src) != os.path.abspath(dst):
-        shutil.copy2(src, dst)
-    with open(dst, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 def main():
@@ -1352,11 +1237,7 @@ def main():
     run_dir = tempfile.mkdtemp(prefix="run-", dir=a.work_dir)
     brokers = [Conflux(a.conflux_bin, run_dir), RabbitMQ(run_dir)]
 
-    def on_signal(signum, _frame):
-        raise SystemExit(f"signal {signum}: stopping brokers")
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    stop_on_signals()
 
     info = machine_info(a)
     print(f"== Conflux vs RabbitMQ (AMQP 0-9-1), {started:%Y-%m-%d %H:%M %Z}", flush=True)
@@ -1391,14 +1272,14 @@ def main():
     elapsed = time.monotonic() - t_start
     load_end = os.getloadavg()
     print()
-    print(render(a, brokers, results))
+    print(render(rows(a), brokers, results))
     print()
     print(render_cpu(a, brokers, results))
     print()
     print("Targets:")
     print(targets(a, brokers, results))
     print()
-    print(f"broker start-up (median): " + ", ".join(f"{b.name} {fmt(statistics.median(values(results[b.key], None, 'start_secs') or [float('nan')]))} s"
+    print("broker start-up (median): " + ", ".join(f"{b.name} {fmt(statistics.median(values(results[b.key], None, 'start_secs') or [float('nan')]))} s"
                                                    for b in brokers if results[b.key]))
     print(f"run time {elapsed / 60:.1f} min; load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}")
     problems = []

@@ -42,6 +42,8 @@ import confluent_kafka
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from bench_common import fmt, ratio, size_label, stop_on_signals
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -377,18 +379,6 @@ def run_suite(b, a):
     return res
 
 
-def fmt(v):
-    if v != v:  # nan
-        return "–"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
-
-
 def machine_info(a):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -435,11 +425,7 @@ def compare(a, argv):
                                    "`log.flush.interval.messages=1`): the log is fsync'd after every append, "
                                    "before the acknowledgement"))
 
-    def on_signal(signum, _frame):
-        raise SystemExit(f"signal {signum}: stopping brokers")
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    stop_on_signals()
 
     info = machine_info(a)
     print(f"== Conflux vs Apache Kafka 4.4, {started:%Y-%m-%d %H:%M %Z}", flush=True)
@@ -535,14 +521,6 @@ def render(a, brokers, results):
     lines.append(f"{n} rounds; ↑ higher is better, ↓ lower is better. A ratio > 1 is Conflux ahead on ↑ rows and "
                  f"behind on ↓ rows.")
     return "\n".join(lines)
-
-
-def ratio(r):
-    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
-
-
-def size_label(size):
-    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from bench_common import dir_bytes, proc_status
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,25 +45,6 @@ def start(binary, data):
     return p, mqtt_port, ready
 
 
-def status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1])
-    return 0
-
-
-def du(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--topics", type=int, default=20_000)
@@ -71,7 +54,7 @@ def main():
     data = os.path.join(work, "data")
     try:
         p, port, _ = start(a.binary, data)
-        base_rss = status(p.pid, "VmRSS")
+        base_rss = proc_status(p.pid, "VmRSS")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="many-streams", protocol=mqtt.MQTTv311)
         c.max_inflight_messages_set(100)
         c.connect("127.0.0.1", port)
@@ -85,13 +68,13 @@ def main():
         took = time.monotonic() - t0
         c.loop_stop()
         c.disconnect()
-        rss = status(p.pid, "VmRSS")
+        rss = proc_status(p.pid, "VmRSS")
         fds = len(os.listdir(f"/proc/{p.pid}/fd"))
-        disk = du(data)
+        disk = dir_bytes(data)
         p.send_signal(signal.SIGTERM)
         p.wait(60)
         p2, _, restart = start(a.binary, data)
-        rss_after = status(p2.pid, "VmRSS")
+        rss_after = proc_status(p2.pid, "VmRSS")
         p2.send_signal(signal.SIGTERM)
         p2.wait(60)
         print(f"| topics (one stream each) | {a.topics:,} |")

@@ -36,7 +36,6 @@ Results go in docs/BENCHMARKS.md with the machine and the command.
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -45,7 +44,6 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -53,43 +51,11 @@ import tempfile
 import threading
 import time
 
+from bench_common import (
+    copy_binary, cpu_secs, fmt, free_port, med, proc_status, raise_nofile, ratio, render, size_label, stop_on_signals, values,
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def raise_nofile():
-    """preexec_fn: as many file descriptors as the hard limit allows (10,000 connections)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, 1 << 20)), hard))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid, key):
-    """A /proc/<pid>/status field in KiB (VmRSS, VmHWM), NaN if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
-
-
-def cpu_secs(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except OSError:
-        return float("nan")
 
 
 def fd_count(pid):
@@ -807,30 +773,6 @@ def summary(key, r):
 # --------------------------------------------------------------------------------------------
 # Report
 
-def fmt(v):
-    if v != v:
-        return "–"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def values(results, scen, field):
-    vals = [res[scen][field] for res in results if scen in res and field in res[scen]]
-    return [v for v in vals if v is not None and v == v]
-
-
-def med(results, scen, field):
-    v = values(results, scen, field)
-    return statistics.median(v) if v else float("nan")
-
-
 def rows(a):
     out = []
     for qos in (0, 1, 2) if "fanin" in a.scenarios else ():
@@ -859,39 +801,6 @@ def rows(a):
     if "idle" in a.scenarios:
         out.append(("rss_idle_peak", "peak_mib", f"broker peak RSS holding {a.connections:,} idle connections", "MiB", "↓"))
     return out
-
-
-def cell(results, scen, field):
-    v = values(results, scen, field)
-    if not v:
-        return "error" if any("error" in res.get(scen, {}) for res in results) else "–"
-    s = f"{fmt(statistics.median(v))} ({fmt(min(v))}–{fmt(max(v))})" if len(v) > 1 else fmt(v[0])
-    if len(v) < len(results):
-        s += f" [{len(v)} of {len(results)} runs]"
-    drops = sum(1 for res in results if res.get(scen, {}).get("dropped", 0) > 0)
-    if drops and field in ("msgs_per_sec", "deliveries_per_sec"):
-        s += f" ⚠ drops in {drops} run(s)"
-    return s
-
-
-def ratio(r):
-    if r != r:
-        return "–"
-    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
-
-
-def render(a, brokers, results):
-    c, m = brokers
-    lines = ["| scenario | unit | Conflux: median (range) | Mosquitto: median (range) | Conflux / Mosquitto |",
-             "|---|---|---:|---:|---:|"]
-    for scen, field, label, unit, better in rows(a):
-        mc, mm = med(results[c.key], scen, field), med(results[m.key], scen, field)
-        r = mc / mm if mm and mm == mm and mc == mc else float("nan")
-        lines.append(f"| {label} | {unit} {better} | {cell(results[c.key], scen, field)} | "
-                     f"{cell(results[m.key], scen, field)} | {ratio(r)} |")
-    lines.append("")
-    lines.append("↑ higher is better, ↓ lower is better: a ratio above 1 puts Conflux ahead on ↑ rows and behind on ↓ rows.")
-    return "\n".join(lines)
 
 
 def render_cpu(a, brokers, results):
@@ -952,10 +861,6 @@ def targets(a, brokers, results):
     return "\n".join(out)
 
 
-def size_label(size):
-    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
-
-
 def machine_info(a):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -971,13 +876,6 @@ def machine_info(a):
     cver = subprocess.run([a.conflux_bin, "--version"], capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "nproc": os.cpu_count(), "mem_gib": round(mem, 1), "kernel": platform.release(),
             "disk": dev, "mosquitto": mver, "conflux": cver, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)}
-
-
-def copy_binary(src, dst):
-    if os.path.abspath(src) != os.path.abspath(dst):
-        shutil.copy2(src, dst)
-    with open(dst, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 def main():
@@ -1040,11 +938,7 @@ def main():
     run_dir = tempfile.mkdtemp(prefix="run-", dir=a.work_dir)
     brokers = [Conflux(a.conflux_bin, run_dir, a.persistent_queue), Mosquitto(a.mosquitto, run_dir)]
 
-    def on_signal(signum, _frame):
-        raise SystemExit(f"signal {signum}: stopping brokers")
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    stop_on_signals()
 
     info = machine_info(a)
     print(f"== Conflux vs Mosquitto (MQTT), {started:%Y-%m-%d %H:%M %Z}", flush=True)
@@ -1073,7 +967,7 @@ def main():
     elapsed = time.monotonic() - t_start
     load_end = os.getloadavg()
     print()
-    print(render(a, brokers, results))
+    print(render(rows(a), brokers, results))
     print()
     print(render_cpu(a, brokers, results))
     print()
