@@ -70,6 +70,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB=$ROOT/scripts/lib/kafka-python-suite
+SUMMARY=$ROOT/scripts/lib/suite_summary.py
 KAFKA_PYTHON_VERSION=3.0.12
 SDIST_SHA256=4ccda3616b9aa5c353d74a97f2770d6cd1b950890d77ab0e8890e09a48eeed65
 SDIST_NAME=kafka_python-$KAFKA_PYTHON_VERSION
@@ -77,6 +78,7 @@ SDIST_NAME=kafka_python-$KAFKA_PYTHON_VERSION
 DIR=${KP_SUITE_DIR:-$ROOT/target/kafka-python-suite}
 OUT=${KP_SUITE_OUT:-$DIR/run}
 EXPECTED=${KP_SUITE_EXPECTED:-$ROOT/scripts/kafka-python-suite.expected-failures}
+SUMMARY_ARGS=(--suite "kafka-python suite" --expected "$EXPECTED" --id-prefix test/integration/)
 TEST_TIMEOUT=${KP_SUITE_TEST_TIMEOUT:-120}
 RUN_TIMEOUT=${KP_SUITE_RUN_TIMEOUT:-1800}
 PARTITIONS=${KP_SUITE_PARTITIONS:-4}
@@ -264,7 +266,7 @@ raws=("$KP_SUITE_RAW")
 # reported as flaky with its first failure.
 if [[ $rc != 124 && $rc != 137 ]]; then
   for ((attempt = 1; attempt <= ${KP_SUITE_RERUNS:-2}; attempt++)); do
-    "$PY" "$LIB/summarize.py" --expected "$EXPECTED" --unexpected-out "$OUT/rerun-$attempt.ids" "${raws[@]}"
+    "$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --unexpected-out "$OUT/rerun-$attempt.ids" "${raws[@]}"
     mapfile -t ids < "$OUT/rerun-$attempt.ids"
     ((${#ids[@]})) || break
     left=$((DEADLINE - SECONDS))
@@ -281,7 +283,7 @@ fi
 stop_broker
 
 set +e
-"$PY" "$LIB/summarize.py" --expected "$EXPECTED" --outdir "$OUT" --rc "$rc" \
+"$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --outdir "$OUT" --rc "$rc" \
   --run-timeout "$RUN_TIMEOUT" "${raws[@]}"
 status=$?
 set -e

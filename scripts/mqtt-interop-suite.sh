@@ -67,10 +67,12 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB=$ROOT/scripts/lib/mqtt-interop
+SUMMARY=$ROOT/scripts/lib/suite_summary.py
 PAHO_TESTING_REF=${PAHO_TESTING_REF:-9d7bb80bb8b9d9cfc0b52f8cb4c1916401281103}
 DIR=${MQTT_INTEROP_DIR:-$ROOT/target/mqtt-interop-suite}
 OUT=${MQTT_INTEROP_OUT:-$DIR/run}
 EXPECTED=${MQTT_INTEROP_EXPECTED:-$ROOT/scripts/mqtt-interop-suite.expected-failures}
+SUMMARY_ARGS=(--suite "paho.mqtt.testing on Conflux" --expected "$EXPECTED")
 PER_TEST=${MQTT_INTEROP_TEST_TIMEOUT:-60}
 RERUNS=${MQTT_INTEROP_RERUNS:-1}
 PY=${PYTHON:-python3}
@@ -261,7 +263,7 @@ for t in "${TESTS[@]}"; do run_one "$t" "$OUT/logs/$t.log" "$RAW"; done
 raws=("$RAW")
 
 for ((attempt = 1; attempt <= RERUNS; attempt++)); do
-  "$PY" "$LIB/summarize.py" --expected "$EXPECTED" --unexpected-out "$OUT/rerun-$attempt.txt" "${raws[@]}"
+  "$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --unexpected-out "$OUT/rerun-$attempt.txt" "${raws[@]}"
   mapfile -t again < "$OUT/rerun-$attempt.txt"
   ((${#again[@]})) || break
   note "rerun $attempt: ${again[*]}"
@@ -272,7 +274,9 @@ done
 
 kill -0 "$BROKER_PID" 2>/dev/null || note "conflux exited during the run (see $OUT/conflux.log)"
 stop_broker
-"$PY" "$LIB/summarize.py" --expected "$EXPECTED" --outdir "$OUT" "${raws[@]}"
+partial=()
+((${#SELECT[@]})) && partial=(--partial)
+"$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --outdir "$OUT" "${partial[@]}" "${raws[@]}"
 status=$?
 note "$((SECONDS - T0)) s; results: $OUT/results.txt, reasons: $OUT/reasons.txt, logs: $OUT/logs, broker log: $OUT/conflux.log"
 exit "$status"

@@ -81,10 +81,13 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB=$ROOT/scripts/lib/pika-suite
+SUMMARY=$ROOT/scripts/lib/suite_summary.py
 PIKA_REF=${PIKA_REF:-2126d43a76c14fb8d365d96bd1bdcef13dad75b5}
 DIR=${PIKA_SUITE_DIR:-$ROOT/target/pika-suite}
 VENV=${PIKA_SUITE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/conflux/pika-suite-venv}
 EXPECTED=${PIKA_SUITE_EXPECTED:-$ROOT/scripts/pika-suite.expected-failures}
+SUMMARY_ARGS=(--suite "pika acceptance suite" --expected "$EXPECTED" --id-prefix tests/acceptance/
+  --reference "RabbitMQ 3.10.8: 560 passed, 1 failed, 40 skipped")
 TEST_TIMEOUT=${PIKA_SUITE_TEST_TIMEOUT:-60}
 RUN_TIMEOUT=${PIKA_SUITE_RUN_TIMEOUT:-1800}
 RERUNS=${PIKA_SUITE_RERUNS:-2}
@@ -310,7 +313,7 @@ kill -0 "$BROKER_PID" 2>/dev/null || BROKER_DIED="before the end of the main run
 # --- 5. reruns --------------------------------------------------------------------------
 if [[ $rc != 124 && $rc != 137 && -z $BROKER_DIED ]]; then
   for ((attempt = 1; attempt <= RERUNS; attempt++)); do
-    "$PY" "$LIB/summarize.py" --expected "$EXPECTED" --unexpected-out "$OUT/rerun-$attempt.ids" "${raws[@]}"
+    "$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --unexpected-out "$OUT/rerun-$attempt.ids" "${raws[@]}"
     mapfile -t ids < "$OUT/rerun-$attempt.ids"
     ((${#ids[@]})) || break
     note "rerun $attempt: ${#ids[@]} test(s) (log: $OUT/pytest-rerun-$attempt.log): ${ids[*]}"
@@ -324,7 +327,7 @@ stop_broker
 check_broker_log
 partial=()
 [[ ${TARGETS[*]} == tests/acceptance && ${#PYTEST_ARGS[@]} == 0 ]] || partial=(--partial)
-"$PY" "$LIB/summarize.py" --expected "$EXPECTED" --outdir "$OUT" --rc "$rc" "${partial[@]}" \
+"$PY" "$SUMMARY" "${SUMMARY_ARGS[@]}" --outdir "$OUT" --rc "$rc" "${partial[@]}" \
   --run-timeout "$RUN_TIMEOUT" --broker-problems "$BROKER_PROBLEMS" "${raws[@]}"
 status=$?
 note "broker log: $LOG_ERRORS ERROR, $LOG_WARNS WARN line(s) (log-errors.txt), $BROKER_PROBLEMS panic/exit problem(s)"
