@@ -159,6 +159,46 @@ impl Channel {
             .clone()
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
+
+    /// queue.bind / queue.unbind as a binding: an empty queue name is the channel's last
+    /// declared queue, and with it an empty key is that queue's name (as RabbitMQ does).
+    fn queue_binding(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        arguments: &FieldTable,
+    ) -> Result<BindingDef, AmqpError> {
+        let destination = self.queue_name(queue)?;
+        let routing_key = if queue.is_empty() && key.is_empty() {
+            destination.clone()
+        } else {
+            key.to_string()
+        };
+        Ok(BindingDef {
+            destination,
+            to_exchange: false,
+            source: exchange.to_string(),
+            routing_key,
+            arguments: table_bytes(arguments),
+        })
+    }
+}
+
+/// exchange.bind / exchange.unbind as a binding.
+fn exchange_binding(
+    destination: &str,
+    source: &str,
+    key: &str,
+    arguments: &FieldTable,
+) -> BindingDef {
+    BindingDef {
+        destination: destination.to_string(),
+        to_exchange: true,
+        source: source.to_string(),
+        routing_key: key.to_string(),
+        arguments: table_bytes(arguments),
+    }
 }
 
 fn ids(m: &AMQPClass) -> (u16, u16) {
@@ -384,13 +424,12 @@ impl Conn {
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(x)) => {
                 b.bind(
                     conn,
-                    BindingDef {
-                        destination: x.destination.as_str().to_string(),
-                        to_exchange: true,
-                        source: x.source.as_str().to_string(),
-                        routing_key: x.routing_key.as_str().to_string(),
-                        arguments: table_bytes(&x.arguments),
-                    },
+                    exchange_binding(
+                        x.destination.as_str(),
+                        x.source.as_str(),
+                        x.routing_key.as_str(),
+                        &x.arguments,
+                    ),
                 )?;
                 self.reply(
                     ch,
@@ -403,13 +442,12 @@ impl Conn {
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(x)) => {
                 b.unbind(
                     conn,
-                    BindingDef {
-                        destination: x.destination.as_str().to_string(),
-                        to_exchange: true,
-                        source: x.source.as_str().to_string(),
-                        routing_key: x.routing_key.as_str().to_string(),
-                        arguments: table_bytes(&x.arguments),
-                    },
+                    exchange_binding(
+                        x.destination.as_str(),
+                        x.source.as_str(),
+                        x.routing_key.as_str(),
+                        &x.arguments,
+                    ),
                 )?;
                 self.reply(
                     ch,
@@ -469,22 +507,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(x)) => {
-                let q = self.chan(ch).queue_name(x.queue.as_str())?;
-                let key = if x.queue.as_str().is_empty() && x.routing_key.as_str().is_empty() {
-                    q.clone()
-                } else {
-                    x.routing_key.as_str().to_string()
-                };
-                b.bind(
-                    conn,
-                    BindingDef {
-                        destination: q,
-                        to_exchange: false,
-                        source: x.exchange.as_str().to_string(),
-                        routing_key: key,
-                        arguments: table_bytes(&x.arguments),
-                    },
+                let def = self.chan(ch).queue_binding(
+                    x.queue.as_str(),
+                    x.exchange.as_str(),
+                    x.routing_key.as_str(),
+                    &x.arguments,
                 )?;
+                b.bind(conn, def)?;
                 self.reply(
                     ch,
                     x.nowait,
@@ -494,22 +523,13 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(x)) => {
-                let q = self.chan(ch).queue_name(x.queue.as_str())?;
-                let key = if x.queue.as_str().is_empty() && x.routing_key.as_str().is_empty() {
-                    q.clone()
-                } else {
-                    x.routing_key.as_str().to_string()
-                };
-                b.unbind(
-                    conn,
-                    BindingDef {
-                        destination: q,
-                        to_exchange: false,
-                        source: x.exchange.as_str().to_string(),
-                        routing_key: key,
-                        arguments: table_bytes(&x.arguments),
-                    },
+                let def = self.chan(ch).queue_binding(
+                    x.queue.as_str(),
+                    x.exchange.as_str(),
+                    x.routing_key.as_str(),
+                    &x.arguments,
                 )?;
+                b.unbind(conn, def)?;
                 self.send_method(
                     ch,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
