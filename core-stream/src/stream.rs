@@ -18,6 +18,11 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Reads the current settings in place (no copy): for per-request checks on hot paths.
+    pub fn with_config<R>(&self, f: impl FnOnce(&StreamConfig) -> R) -> R {
+        f(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Current settings.
     pub fn config(&self) -> StreamConfig {
         self.config

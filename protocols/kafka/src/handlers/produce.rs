@@ -52,10 +52,11 @@ pub fn handle(
                 }
             };
             let mut records = p.records.unwrap_or_default();
-            let cfg = stream.config();
+            let (compact, stamp) =
+                stream.with_config(|c| (c.cleanup.compact, crate::configs::log_append_time(c)));
             // A compacted topic keeps the latest record per key: a record without one is
             // refused (INVALID_RECORD with the index of each, as Kafka answers).
-            if cfg.cleanup.compact {
+            if compact {
                 if let Some(keyless) = keyless_records(&records) {
                     let errors = keyless
                         .into_iter()
@@ -97,7 +98,7 @@ pub fn handle(
                 }
             }
             let mut append_time = -1;
-            if crate::configs::log_append_time(&cfg) {
+            if stamp {
                 append_time = now_ms();
                 records = core_stream::batch::stamp_log_append_time(&records, append_time);
             }
